@@ -1,0 +1,195 @@
+"""Device mesh, logical-axis rules and sharding helpers.
+
+One mesh per run, built from `config.mesh`, a list of `(axis_name, size)`
+pairs such as `[("data", -1), ("model", 1)]` (-1 = all remaining devices).
+
+Parameters carry logical axis names (`embed`, `mlp`, `heads`, `vocab`, ...)
+in their `out_sharding` metadata; `config.sharding_rules` maps each logical
+name to a mesh axis or to None (replicated). With the default rules and a
+`model` axis of size 1 every parameter is replicated; with `model` > 1 the
+large matrices (FFN, attention projections, vocabulary) are split over it.
+A dimension that does not divide by its mesh axis stays replicated.
+
+The batch is sharded over `data`; so is the memory bank's slot axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+import math
+from typing import Any
+
+import jax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+import numpy as np
+
+DATA_AXIS = "data"
+MODEL_AXIS = "model"
+
+# Logical axis name -> mesh axis (None = replicated).
+DEFAULT_RULES: tuple[tuple[str, str | None], ...] = (
+    ("batch", DATA_AXIS),
+    ("bank", DATA_AXIS),
+    ("seq", None),
+    ("embed", None),
+    ("mlp", MODEL_AXIS),
+    ("heads", MODEL_AXIS),
+    ("kv", None),
+    ("vocab", MODEL_AXIS),
+    ("layers", None),
+    ("proj", None),
+)
+
+
+def make_mesh(
+    axes: Sequence[tuple[str, int]], devices: Sequence[Any] | None = None
+) -> Mesh:
+  """Builds a mesh from `(name, size)` pairs; one size may be -1.
+
+  Args:
+    axes: e.g. `[("data", -1), ("model", 2)]`.
+    devices: the devices to use (default: all of `jax.devices()`).
+
+  Returns:
+    A `Mesh` with `Auto` axis types (explicit sharding makes the embedding
+    gather on batch-sharded ids fail, see ECOSYSTEM.md).
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  names = tuple(str(n) for n, _ in axes)
+  sizes = [int(s) for _, s in axes]
+  if len(set(names)) != len(names):
+    raise ValueError(f"config.mesh repeats an axis name: {names}")
+  if sizes.count(-1) > 1:
+    raise ValueError(f"config.mesh may have at most one -1 size: {axes}")
+  known = math.prod(s for s in sizes if s != -1)
+  if known <= 0 or any(s == 0 or s < -1 for s in sizes):
+    raise ValueError(f"config.mesh sizes must be positive or -1: {axes}")
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(
+          f"config.mesh {axes}: {len(devices)} devices do not divide by"
+          f" the fixed axes' product {known}"
+      )
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(
+        f"config.mesh {dict(zip(names, sizes))} needs {math.prod(sizes)}"
+        f" devices, but {len(devices)} are available"
+    )
+  grid = np.asarray(devices, dtype=object).reshape(sizes)
+  return Mesh(
+      grid, names, axis_types=(jax.sharding.AxisType.Auto,) * len(names)
+  )
+
+
+def axis_size(mesh: Mesh, axis: str) -> int:
+  """Size of `axis` in `mesh` (1 when the mesh has no such axis)."""
+  return int(mesh.shape.get(axis, 1))
+
+
+def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
+  """Raises if the global batch cannot be split evenly over `data`."""
+  n = axis_size(mesh, DATA_AXIS)
+  if batch_size % n:
+    raise ValueError(
+        f"batch size {batch_size} (config.optim.batch_size) is not divisible"
+        f" by the {n} devices of the mesh's '{DATA_AXIS}' axis"
+    )
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Leading axis over `data`, everything else replicated."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def logical_to_spec(
+    logical: Sequence[str | None] | None,
+    shape: Sequence[int],
+    mesh: Mesh,
+    rules: Mapping[str, str | None],
+) -> P:
+  """Maps logical axis names of one array to a `PartitionSpec` on `mesh`.
+
+  Unknown logical names raise; a dimension that is not divisible by its
+  mesh axis, or whose mesh axis is absent or already used, is replicated.
+  """
+  if not logical:
+    return P()
+  if len(logical) != len(shape):
+    raise ValueError(
+        f"logical axes {tuple(logical)} do not match shape {tuple(shape)}"
+    )
+  out, used = [], set()
+  for name, dim in zip(logical, shape):
+    if name is None:
+      out.append(None)
+      continue
+    if name not in rules:
+      raise ValueError(
+          f"logical axis {name!r} has no entry in config.sharding_rules"
+          f" (known: {sorted(rules)})"
+      )
+    axis = rules[name]
+    if (
+        axis is None
+        or axis not in mesh.shape
+        or axis in used
+        or dim % mesh.shape[axis]
+    ):
+      out.append(None)
+    else:
+      out.append(axis)
+      used.add(axis)
+  return P(*out)
+
+
+def tree_specs(
+    tree: Any, logical_tree: Any, mesh: Mesh, rules: Mapping[str, str | None]
+) -> Any:
+  """PartitionSpecs for `tree` (arrays or ShapeDtypeStructs).
+
+  Args:
+    tree: a pytree of arrays / ShapeDtypeStructs.
+    logical_tree: the same structure with a tuple of logical names (or None)
+      at every leaf; `None` leaves are replicated.
+    mesh: the mesh.
+    rules: logical name -> mesh axis.
+  """
+  return jax.tree.map(
+      lambda x, names: logical_to_spec(names, x.shape, mesh, rules),
+      tree,
+      logical_tree,
+  )
+
+
+def nnx_logical_axes(state: Any) -> Any:
+  """Logical axis names of every variable in an `nnx.State`.
+
+  Returns a pure-dict tree (the structure of `state.to_pure_dict()`) with the
+  `out_sharding` metadata tuple of each variable, or None where it has none.
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  def names(v):
+    meta = v.get_metadata() if isinstance(v, nnx.Variable) else {}
+    axes = meta.get("out_sharding")
+    return tuple(axes) if axes else None
+
+  logical = jax.tree.map(
+      names, state, is_leaf=lambda x: isinstance(x, nnx.Variable)
+  )
+  return nnx.State(logical).to_pure_dict() if isinstance(
+      logical, nnx.State) else logical
+
+
+def to_shardings(mesh: Mesh, specs: Any) -> Any:
+  """Wraps every PartitionSpec leaf of `specs` in a NamedSharding."""
+  return jax.tree.map(
+      lambda s: NamedSharding(mesh, s),
+      specs,
+      is_leaf=lambda x: isinstance(x, P),
+  )

@@ -1,0 +1,1 @@
+"""codir_jax.train."""

@@ -1,0 +1,165 @@
+"""Orbax checkpoints of the train state and the data-iterator position.
+
+Layout under `<workdir>/checkpoints/<step>/`:
+  state/  the TrainState pytree (student + projection params, optimizer
+          state, memory banks, rng, step), saved with StandardSave;
+  data/   the data iterator's position (JSON), so a resumed run sees exactly
+          the batches the uninterrupted run would have seen;
+  meta/   JSON: the fingerprint of the settings that must not change across
+          a resume (model shapes, bank size, batch size).
+
+The teacher is never checkpointed: it is frozen and reloaded from its path.
+Orbax writes each step into a temporary directory and renames it when
+complete, so a run killed mid-save leaves the previous checkpoints intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import threading
+from typing import Any
+
+from etils import epath
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint exists but cannot be used; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSettings:
+  every_steps: int = 500  # Periodic save interval (steps).
+  keep: int = 3  # How many of the latest checkpoints to keep.
+  async_save: bool = True  # Write in a background thread.
+
+
+def make_manager(
+    directory: str | os.PathLike[str], settings: CheckpointSettings
+) -> ocp.CheckpointManager:
+  """A CheckpointManager keeping the latest `settings.keep` checkpoints."""
+  if settings.every_steps <= 0 or settings.keep <= 0:
+    raise ValueError(
+        "config.ckpt.every_steps and config.ckpt.keep must be positive, got"
+        f" {settings.every_steps} and {settings.keep}"
+    )
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=settings.keep,
+      save_interval_steps=settings.every_steps,
+      enable_async_checkpointing=settings.async_save,
+      create=True,
+  )
+  return ocp.CheckpointManager(
+      epath.Path(directory),
+      options=options,
+      item_names=("state", "data", "meta"),
+  )
+
+
+def save(
+    manager: ocp.CheckpointManager,
+    step: int,
+    state: Any,
+    data_state: dict[str, Any],
+    meta: dict[str, Any],
+    *,
+    force: bool = False,
+) -> bool:
+  """Saves if the interval (or `force`) says so; returns whether it did."""
+  return manager.save(
+      step,
+      args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data=ocp.args.JsonSave(data_state),
+          meta=ocp.args.JsonSave(meta),
+      ),
+      force=force,
+  )
+
+
+def restore_latest(
+    manager: ocp.CheckpointManager, abstract_state: Any, meta: dict[str, Any]
+) -> tuple[int, Any, dict[str, Any]] | None:
+  """Restores the newest checkpoint into `abstract_state`'s shardings.
+
+  Args:
+    manager: the run's manager.
+    abstract_state: a pytree of `jax.ShapeDtypeStruct` with shardings, the
+      target layout (from `jax.eval_shape` of the state initialiser).
+    meta: the current run's fingerprint; a checkpoint written with another
+      fingerprint is refused rather than silently mis-restored.
+
+  Returns:
+    `(step, state, data_state)`, or None when there is no checkpoint.
+
+  Raises:
+    CheckpointError: the checkpoint is unreadable or from other settings.
+  """
+  step = manager.latest_step()
+  if step is None:
+    return None
+  path = epath.Path(manager.directory) / str(step)
+  try:
+    restored = manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore(),
+        ),
+    )
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise CheckpointError(
+        f"checkpoint {path} exists but could not be restored"
+        f" ({type(e).__name__}: {e}). Nothing was changed in the workdir;"
+        " move that step directory away to resume from an older one, or use"
+        " a new --workdir."
+    ) from e
+  saved_meta = dict(restored["meta"] or {})
+  if json.dumps(saved_meta, sort_keys=True) != json.dumps(
+      meta, sort_keys=True
+  ):
+    diff = {
+        k: (saved_meta.get(k), meta.get(k))
+        for k in sorted(set(saved_meta) | set(meta))
+        if saved_meta.get(k) != meta.get(k)
+    }
+    raise CheckpointError(
+        f"checkpoint {path} was written with other settings"
+        f" (saved vs now: {diff}); use a new --workdir for a new setting"
+    )
+  return step, restored["state"], dict(restored["data"])
+
+
+class PreemptionFlag:
+  """Set by SIGTERM (the usual preemption notice) or by multi-host Orbax.
+
+  The train loop checks `should_stop(step)` every step; when it is true the
+  loop saves a checkpoint, waits for it, and exits cleanly.
+  """
+
+  def __init__(self, manager: ocp.CheckpointManager):
+    self._manager = manager
+    self._event = threading.Event()
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._on_signal)
+
+  def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
+    self._event.set()
+
+  def should_stop(self, step: int) -> bool:
+    if self._event.is_set():
+      return True
+    if jax.process_count() > 1:
+      return bool(self._manager.reached_preemption(step))
+    return False
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None

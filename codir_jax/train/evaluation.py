@@ -1,0 +1,185 @@
+"""Dev evaluation, inference speed and GLUE prediction files.
+
+Evaluation runs the model deterministically over a split in file order with
+fixed-shape batches (padding rows are dropped by their `valid` flag), then
+scores predictions with the task's GLUE metrics in NumPy.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any, Mapping
+
+from flax import nnx
+import jax
+from jax.sharding import Mesh
+import numpy as np
+
+from codir_jax import sharding
+from codir_jax.data import metrics as glue_metrics
+from codir_jax.data import pipeline
+from codir_jax.data import submission
+from codir_jax.data import tokenize
+from codir_jax.train import step as step_lib
+
+# Keys of a batch the model reads.
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
+  """Host batch (this process's rows) -> global arrays sharded on 'data'."""
+  shard = sharding.batch_sharding(mesh)
+  return {
+      k: jax.make_array_from_process_local_data(shard, np.asarray(v))
+      for k, v in batch.items()
+  }
+
+
+def _forward(params, batch, *, graphdef):
+  """Logits plus the rows' validity and ids, for the host to reorder."""
+  logits = step_lib.predict_step(params, batch, graphdef=graphdef)
+  return logits, batch["valid"], batch["example_ids"]
+
+
+@functools.lru_cache(maxsize=16)
+def _predict_fn(graphdef, mesh: Mesh):
+  # Replicated outputs: every process gets all rows (multi-host safe).
+  return jax.jit(
+      functools.partial(_forward, graphdef=graphdef),
+      out_shardings=sharding.replicated(mesh),
+  )
+
+
+def eval_batches(
+    data: tokenize.TokenizedSplit, batch_size: int
+) -> pipeline.BatchIterator:
+  """One pass over `data` in file order, this process's share."""
+  n_proc = jax.process_count()
+  return pipeline.BatchIterator(
+      data,
+      batch_size=batch_size // n_proc,
+      shuffle=False,
+      num_epochs=1,
+      process_index=jax.process_index(),
+      process_count=n_proc,
+  )
+
+
+def predict(
+    graphdef: Any,
+    params: Any,
+    data: tokenize.TokenizedSplit,
+    *,
+    mesh: Mesh,
+    batch_size: int,
+) -> np.ndarray:
+  """Logits of every example of `data`, in split order: [N, C] float32."""
+  fn = _predict_fn(graphdef, mesh)
+  outs, ids = [], []
+  for batch in eval_batches(data, batch_size):
+    keys = MODEL_INPUTS + ("valid", "example_ids")
+    logits, valid, example_ids = jax.device_get(
+        fn(params, put_batch({k: batch[k] for k in keys}, mesh))
+    )
+    keep = np.asarray(valid, bool)
+    outs.append(np.asarray(logits, np.float32)[keep])
+    ids.append(np.asarray(example_ids)[keep])
+  logits = np.concatenate(outs)
+  order = np.argsort(np.concatenate(ids), kind="stable")
+  return logits[order]
+
+
+def to_predictions(logits: np.ndarray, is_regression: bool) -> np.ndarray:
+  return logits[:, 0] if is_regression else np.argmax(logits, axis=-1)
+
+
+def score(
+    logits: np.ndarray, data: tokenize.TokenizedSplit
+) -> dict[str, float]:
+  """The task's GLUE dev metrics for `logits` [N, C]."""
+  preds = to_predictions(logits, data.is_regression)
+  return {
+      k: float(v)
+      for k, v in glue_metrics.glue_metrics(
+          data.task, preds, data.labels
+      ).items()
+  }
+
+
+def evaluate_params(graphdef, params, data, *, mesh, batch_size):
+  return score(
+      predict(graphdef, params, data, mesh=mesh, batch_size=batch_size), data
+  )
+
+
+def evaluate_model(
+    model: nnx.Module,
+    data: tokenize.TokenizedSplit,
+    *,
+    mesh: Mesh,
+    batch_size: int,
+) -> dict[str, float]:
+  """GLUE dev metrics of an NNX classifier on `data`."""
+  graphdef, params = nnx.split(model)
+  params = jax.device_put(params, sharding.replicated(mesh))
+  return evaluate_params(
+      graphdef, params, data, mesh=mesh, batch_size=batch_size
+  )
+
+
+def compare_speed(
+    data: tokenize.TokenizedSplit,
+    named_models: Mapping[str, nnx.Module],
+    *,
+    mesh: Mesh,
+    batch_size: int,
+    repeats: int = 2,
+) -> dict[str, float]:
+  """Inference examples/s of each model over `data` (after a warm-up pass).
+
+  All models see the same batches and shapes; the ratio of each model to
+  the first one is reported too (e.g. student_vs_teacher).
+  """
+  out = {}
+  for name, model in named_models.items():
+    graphdef, params = nnx.split(model)
+    params = jax.device_put(params, sharding.replicated(mesh))
+    predict(graphdef, params, data, mesh=mesh, batch_size=batch_size)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+      predict(graphdef, params, data, mesh=mesh, batch_size=batch_size)
+    out[f"{name}_examples_per_s"] = (
+        repeats * len(data) / (time.perf_counter() - t0)
+    )
+  names = list(named_models)
+  for name in names[1:]:
+    out[f"{name}_vs_{names[0]}"] = (
+        out[f"{name}_examples_per_s"] / out[f"{names[0]}_examples_per_s"]
+    )
+  return out
+
+
+def write_predictions(
+    model: nnx.Module,
+    splits: Mapping[str, tokenize.TokenizedSplit],
+    out_dir: str,
+    *,
+    mesh: Mesh,
+    batch_size: int,
+) -> list[str]:
+  """GLUE submission files for every split in `splits` (split -> data)."""
+  graphdef, params = nnx.split(model)
+  params = jax.device_put(params, sharding.replicated(mesh))
+  files = []
+  for split, data in splits.items():
+    logits = predict(graphdef, params, data, mesh=mesh, batch_size=batch_size)
+    preds = to_predictions(logits, data.is_regression)
+    if jax.process_index() == 0:
+      files.append(
+          submission.write_submission(
+              out_dir, data.task, split, preds
+          )
+      )
+  return files
+

@@ -1,0 +1,208 @@
+"""Orchestration: set-up, restore, the train loop, evaluation, export.
+
+`train_and_evaluate(config, workdir)` is the library entry point (the CLI
+only parses flags). It reads the ConfigDict here, at the edge, and hands
+plain settings to the step, the losses and the data pipeline.
+
+Workdir layout:
+  config.json            the resolved config of the run
+  checkpoints/<step>/    Orbax checkpoints (train state + data position)
+  metrics.jsonl          one JSON object per logged step / evaluation
+  tensorboard/           TensorBoard event files
+  best/                  HF export of the best model on the dev metric
+  student/ or teacher/   HF export of the final model (transformers loads it)
+  summary.json           final dev metrics, speeds and wall time
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+
+from codir_jax import sharding
+from codir_jax.train import builders
+from codir_jax.train import evaluation
+from codir_jax.train import loop
+from codir_jax.train import task_data
+
+MODES = ("finetune_teacher", "distill", "evaluate", "predict", "demo")
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  if jax.process_index() != 0:
+    return
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, "config.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  os.replace(tmp, path)
+
+
+def _write_summary(workdir: str, summary: dict[str, Any]) -> None:
+  if jax.process_index() != 0:
+    return
+  path = os.path.join(workdir, "summary.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump(summary, f, indent=2, sort_keys=True, default=float)
+  os.replace(tmp, path)
+
+
+def _print_summary(title: str, summary: dict[str, Any]) -> None:
+  if jax.process_index() != 0:
+    return
+  print(f"== {title} ==", flush=True)
+  for key in sorted(summary):
+    value = summary[key]
+    if isinstance(value, dict):
+      shown = ", ".join(
+          f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+          for k, v in sorted(value.items())
+      )
+      print(f"  {key}: {shown}", flush=True)
+    elif isinstance(value, float):
+      print(f"  {key}: {value:.4f}", flush=True)
+    else:
+      print(f"  {key}: {value}", flush=True)
+
+
+def _train(config, workdir: str, mesh) -> dict[str, Any]:
+  """finetune_teacher / distill: train, evaluate, export."""
+  t0 = time.perf_counter()
+  run = loop.build_run(config, workdir, mesh)
+  result = loop.fit(run)
+  summary = {
+      "mode": config.mode,
+      "task": config.task.name,
+      "steps": result.steps,
+      "train_wall_s": result.wall_s,
+      "total_wall_s": time.perf_counter() - t0,
+      "export": result.export_dir,
+      "dev": result.final_eval,
+      "best_dev": result.best_eval,
+  }
+  if config.mode == "distill":
+    summary["speed"] = evaluation.compare_speed(
+        run.eval_data,
+        {"teacher": run.teacher_model, "student": result.model},
+        mesh=mesh,
+        batch_size=config.task.eval_batch_size,
+    )
+    summary["teacher_dev"] = evaluation.evaluate_model(
+        run.teacher_model, run.eval_data, mesh=mesh,
+        batch_size=config.task.eval_batch_size,
+    )
+  _write_summary(workdir, summary)
+  _print_summary(f"{config.mode} {config.task.name}", summary)
+  return summary
+
+
+def _eval_model_path(config, workdir: str) -> str:
+  path = config.eval.model_path or os.path.join(workdir, "student")
+  return builders.resolve_path(path, "config.eval.model_path")
+
+
+def _evaluate(config, workdir: str, mesh) -> dict[str, Any]:
+  path = _eval_model_path(config, workdir)
+  data = task_data.load_eval(config, path)
+  model = builders.load_classifier(
+      path, num_labels=data.spec.num_labels,
+      dtype=builders.dtype_of(config.student.dtype, "config.student.dtype"),
+      seed=config.seed,
+  )
+  summary = {
+      "model": path,
+      "dev": evaluation.evaluate_model(
+          model, data.eval, mesh=mesh, batch_size=config.task.eval_batch_size
+      ),
+  }
+  _write_summary(workdir, summary)
+  _print_summary(f"evaluate {config.task.name}", summary)
+  return summary
+
+
+def _predict(config, workdir: str, mesh) -> dict[str, Any]:
+  path = _eval_model_path(config, workdir)
+  data = task_data.load_predict(config, path)
+  model = builders.load_classifier(
+      path, num_labels=data.spec.num_labels,
+      dtype=builders.dtype_of(config.student.dtype, "config.student.dtype"),
+      seed=config.seed,
+  )
+  out_dir = os.path.join(workdir, "predictions")
+  files = evaluation.write_predictions(
+      model, data.splits, out_dir, mesh=mesh,
+      batch_size=config.task.eval_batch_size,
+  )
+  summary = {"model": path, "prediction_files": files}
+  _write_summary(workdir, summary)
+  _print_summary(f"predict {config.task.name}", summary)
+  return summary
+
+
+def _demo(config, workdir: str, mesh) -> dict[str, Any]:
+  """Teacher fine-tuning, then distillation, then a comparison.
+
+  With `config.task.data_dir` empty the demo writes its embedded task
+  (templated sentiment sentences in the SST-2 layout) to
+  `<workdir>/demo_data`; otherwise it runs on the given GLUE directory.
+  """
+  base = ml_collections.ConfigDict(config.to_dict())
+  if not base.task.data_dir:
+    base.task.data_dir = task_data.write_demo_task(
+        os.path.join(workdir, "demo_data"),
+        num_train=config.demo.num_train, num_dev=config.demo.num_dev,
+        seed=config.seed,
+    )
+  teacher_cfg = ml_collections.ConfigDict(base.to_dict())
+  teacher_cfg.mode = "finetune_teacher"
+  teacher_cfg.optim.num_steps = config.demo.teacher_steps
+  teacher_cfg.optim.lr = config.demo.teacher_lr
+  teacher_sum = _train(teacher_cfg, os.path.join(workdir, "teacher_run"), mesh)
+  student_cfg = ml_collections.ConfigDict(base.to_dict())
+  student_cfg.mode = "distill"
+  student_cfg.teacher.path = teacher_sum["export"]
+  student_sum = _train(
+      student_cfg, os.path.join(workdir, "student_run"), mesh
+  )
+  summary = {
+      "teacher_dev": student_sum["teacher_dev"],
+      "student_dev": student_sum["dev"],
+      "speed": student_sum["speed"],
+      "teacher_train_wall_s": teacher_sum["train_wall_s"],
+      "student_train_wall_s": student_sum["train_wall_s"],
+  }
+  _write_summary(workdir, summary)
+  _print_summary("demo: teacher vs student", summary)
+  return summary
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
+  """Runs `config.mode` in `workdir`; returns the run's summary dict."""
+  if config.mode not in MODES:
+    raise ValueError(f"config.mode = {config.mode!r}; choose from {MODES}")
+  if config.distributed.initialize:
+    jax.distributed.initialize()
+  jax.config.update("jax_threefry_partitionable", True)
+  mesh = sharding.make_mesh([tuple(a) for a in config.mesh])
+  sharding.check_batch_divisible(config.optim.batch_size, mesh)
+  sharding.check_batch_divisible(config.task.eval_batch_size, mesh)
+  _write_config(config, workdir)
+  modes = {
+      "finetune_teacher": _train,
+      "distill": _train,
+      "evaluate": _evaluate,
+      "predict": _predict,
+      "demo": _demo,
+  }
+  # Shardings are explicit everywhere (no ambient mesh context needed).
+  return modes[config.mode](config, workdir, mesh)
+
