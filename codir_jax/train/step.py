@@ -120,8 +120,11 @@ def _direction(cfg, anchors, positives, bank, ids, batch, log_z, rng, mesh):
   if cfg.objective == "info_nce":
     return memory_bank.bank_info_nce(**common), log_z
   num_data = cfg.num_train_examples
+  # Z is a constant of the objective (CRD freezes it at the first batch).
+  frozen = dict(common, queries=jax.lax.stop_gradient(anchors),
+                positives=jax.lax.stop_gradient(positives))
   first = memory_bank.bank_crd_log_z(
-      **common, num_data=num_data, valid=batch["valid"]
+      **frozen, num_data=num_data, valid=batch["valid"]
   )
   log_z = jnp.where(jnp.isnan(log_z), first, log_z)
   return memory_bank.bank_crd_nce(**common, log_z=log_z, num_data=num_data), log_z
@@ -264,9 +267,9 @@ def train_step(
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   one = jnp.ones((), jnp.float32)
-  metrics["l2_grads"] = (optax.global_norm(grads), one)
-  metrics["l2_params"] = (optax.global_norm(params), one)
-  metrics["l2_updates"] = (optax.global_norm(updates), one)
+  metrics["l2_grads"] = (optax.tree.norm(grads), one)
+  metrics["l2_params"] = (optax.tree.norm(params), one)
+  metrics["l2_updates"] = (optax.tree.norm(updates), one)
   bank, log_z = state.bank, aux.get("log_z", state.log_z)
   if cfg.uses_bank:
     ids = jnp.where(batch["valid"], batch["example_ids"], 0)

@@ -77,6 +77,8 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
   t0 = time.perf_counter()
   run = loop.build_run(config, workdir, mesh)
   result = loop.fit(run)
+  if result.preempted:
+    return {"mode": config.mode, "preempted": True, "steps": result.steps}
   summary = {
       "mode": config.mode,
       "task": config.task.name,
@@ -165,12 +167,16 @@ def _demo(config, workdir: str, mesh) -> dict[str, Any]:
   teacher_cfg.optim.num_steps = config.demo.teacher_steps
   teacher_cfg.optim.lr = config.demo.teacher_lr
   teacher_sum = _train(teacher_cfg, os.path.join(workdir, "teacher_run"), mesh)
+  if teacher_sum.get("preempted"):
+    return teacher_sum
   student_cfg = ml_collections.ConfigDict(base.to_dict())
   student_cfg.mode = "distill"
   student_cfg.teacher.path = teacher_sum["export"]
   student_sum = _train(
       student_cfg, os.path.join(workdir, "student_run"), mesh
   )
+  if student_sum.get("preempted"):
+    return student_sum
   summary = {
       "teacher_dev": student_sum["teacher_dev"],
       "student_dev": student_sum["dev"],

@@ -1,0 +1,87 @@
+"""A tiny teacher directory, a tiny GLUE task and tiny configs for train tests.
+
+The teacher is a random 2-layer, width-32 BERT sequence classifier saved in
+the Hugging Face layout, with a WordPiece tokenizer over the words of the
+embedded demo task, so the whole train path (HF import, tokenisation,
+batches, step, checkpoints, export) runs in seconds and offline.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from flax import nnx
+
+from codir_jax import models
+from codir_jax.train import task_data
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+from configs import tiny  # noqa: E402  pylint: disable=g-import-not-at-top
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def make_tokenizer():
+  """A fast WordPiece tokenizer whose vocabulary covers the demo task."""
+  from tokenizers import Tokenizer  # pylint: disable=g-import-not-at-top
+  from tokenizers import models as tok_models  # pylint: disable=g-import-not-at-top
+  from tokenizers import normalizers, pre_tokenizers, processors  # pylint: disable=g-import-not-at-top
+  from transformers import PreTrainedTokenizerFast  # pylint: disable=g-import-not-at-top
+
+  texts, _ = task_data.demo_sentences(3000, 0)
+  words = sorted({w for t in texts for w in t.split()})
+  vocab = {w: i for i, w in enumerate(list(SPECIALS) + words)}
+  tok = Tokenizer(tok_models.WordPiece(vocab, unk_token="[UNK]"))
+  tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+  tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+  tok.post_processor = processors.TemplateProcessing(
+      single="[CLS] $A [SEP]",
+      pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+      special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+  )
+  return PreTrainedTokenizerFast(
+      tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
+      cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+  )
+
+
+def make_teacher_dir(path: str, *, num_labels: int = 2, seed: int = 0,
+                     num_layers: int = 2) -> str:
+  """Saves a random tiny BERT classifier + tokenizer to `path`."""
+  tokenizer = make_tokenizer()
+  config = models.EncoderConfig(
+      model_type="bert", vocab_size=len(tokenizer), hidden_size=32,
+      num_layers=num_layers, num_heads=2, intermediate_size=64,
+      max_position_embeddings=64, type_vocab_size=2, pad_token_id=0,
+      hidden_dropout=0.1, attention_dropout=0.1,
+  )
+  model = models.SequenceClassifier(config, num_labels, rngs=nnx.Rngs(seed))
+  models.save_pretrained(model, path, tokenizer=tokenizer)
+  return path
+
+
+def make_glue_dir(path: str, *, num_train: int = 40, num_dev: int = 16) -> str:
+  """Writes SST-2/{train,dev}.tsv (demo sentences) under `path`."""
+  return task_data.write_demo_task(path, num_train=num_train,
+                                   num_dev=num_dev, seed=0)
+
+
+def tiny_config(teacher: str, data: str, arg: str | None = None, **kw):
+  """configs/tiny.py pointed at the tiny teacher and task, plus overrides.
+
+  Keyword overrides use `__` for nesting: `optim__num_steps=4`.
+  """
+  c = tiny.get_config(arg)
+  c.teacher.path = teacher
+  c.task.data_dir = data
+  for key, value in kw.items():
+    node = c
+    *parents, leaf = key.split("__")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c

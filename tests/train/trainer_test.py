@@ -1,0 +1,178 @@
+"""End-to-end runs of the trainer on the tiny teacher and task."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from codir_jax.train import step as step_lib
+from codir_jax.train import trainer
+from tests.train import assets
+
+
+def _run(tmp_path, tiny_dirs, name="run", arg=None, **kw):
+  teacher, data = tiny_dirs
+  config = assets.tiny_config(teacher, data, arg, **kw)
+  workdir = str(tmp_path / name)
+  return trainer.train_and_evaluate(config, workdir), workdir
+
+
+def _rows(workdir, split="train"):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r for r in map(json.loads, f) if r["split"] == split]
+
+
+@pytest.mark.parametrize("variant", ["kd", "pkd", "codir", "codir_inbatch"])
+def test_variants_train_and_log_their_terms(tmp_path, tiny_dirs, variant):
+  summary, workdir = _run(tmp_path, tiny_dirs, arg=f"variant={variant}",
+                          optim__num_steps=2)
+  rows = _rows(workdir)
+  assert [r["step"] for r in rows] == [2]
+  expected = {"kd": {"kd"}, "pkd": {"kd", "pkd"}, "codir": {"kd", "crd"},
+              "codir_inbatch": {"kd", "crd"}}[variant]
+  terms = {"kd", "pkd", "crd"} & set(rows[0])
+  assert terms == expected
+  for key in ["loss", "task", *terms]:
+    assert np.isfinite(rows[0][key]), (key, rows[0])
+  assert 0.0 <= summary["dev"]["accuracy"] <= 1.0
+  assert summary["speed"]["student_examples_per_s"] > 0
+
+
+def test_released_code_variant_runs_nce(tmp_path, tiny_dirs):
+  summary, workdir = _run(
+      tmp_path, tiny_dirs, optim__num_steps=2, loss__objective="nce",
+      loss__pooling="first", loss__positive="bank",
+      loss__teacher_layers="odd",
+  )
+  assert np.isfinite(_rows(workdir)[0]["crd"])
+  assert summary["steps"] == 2
+
+
+def test_export_loads_in_transformers(tmp_path, tiny_dirs):
+  transformers = pytest.importorskip("transformers")
+  torch = pytest.importorskip("torch")
+  summary, workdir = _run(tmp_path, tiny_dirs)
+  export = summary["export"]
+  assert export == os.path.join(workdir, "student")
+  model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
+      export, output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"], info
+  assert model.config.num_hidden_layers == 1
+  tok = transformers.AutoTokenizer.from_pretrained(export)
+  enc = tok(["the film is good", "the plot is not good"], return_tensors="pt",
+            padding=True)
+  with torch.no_grad():
+    logits = model(**enc).logits
+  assert logits.shape == (2, 2) and torch.isfinite(logits).all()
+  assert os.path.isdir(os.path.join(workdir, "best"))
+  assert json.load(open(os.path.join(workdir, "summary.json")))["steps"] == 6
+
+
+def test_step_compiles_once(tmp_path, tiny_dirs, monkeypatch):
+  traces = []
+  original = step_lib.train_step
+
+  def counting(*args, **kwargs):
+    traces.append(1)
+    return original(*args, **kwargs)
+
+  monkeypatch.setattr(step_lib, "train_step", counting)
+  summary, _ = _run(tmp_path, tiny_dirs, optim__num_steps=6,
+                    log__eval_every_steps=2)
+  assert summary["steps"] == 6
+  assert len(traces) == 1, f"train_step traced {len(traces)} times"
+
+
+def test_finetune_teacher_exports_a_teacher(tmp_path, tiny_dirs):
+  summary, workdir = _run(tmp_path, tiny_dirs, mode="finetune_teacher",
+                          optim__num_steps=2)
+  assert summary["export"] == os.path.join(workdir, "teacher")
+  assert set(_rows(workdir)[0]) >= {"loss", "task", "accuracy"}
+  assert "kd" not in _rows(workdir)[0]
+
+
+def test_evaluate_mode_matches_training_summary(tmp_path, tiny_dirs):
+  summary, workdir = _run(tmp_path, tiny_dirs)
+  teacher, data = tiny_dirs
+  config = assets.tiny_config(teacher, data, mode="evaluate")
+  config.eval.model_path = summary["export"]
+  again = trainer.train_and_evaluate(config, str(tmp_path / "eval"))
+  assert again["dev"] == pytest.approx(summary["dev"], abs=1e-9)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(
+    tmp_path, tiny_dirs, monkeypatch):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  original = step_lib.train_step
+
+  def poisoned(state, batch, teacher_params, **kw):
+    new, metrics = original(state, batch, teacher_params, **kw)
+    s, c = metrics["loss"]
+    metrics["loss"] = (jnp.where(state.step >= 2, jnp.nan, s), c)
+    return new, metrics
+
+  monkeypatch.setattr(step_lib, "train_step", poisoned)
+  with pytest.raises(FloatingPointError, match="last good checkpoint is step 2"):
+    _run(tmp_path, tiny_dirs, name="nan")
+  ckpts = sorted(os.listdir(tmp_path / "nan" / "checkpoints"))
+  assert ckpts == ["2"], ckpts
+
+
+def test_missing_teacher_path_is_named(tmp_path, tiny_dirs):
+  with pytest.raises(FileNotFoundError, match="config.teacher.path.*nowhere"):
+    _run(tmp_path, tiny_dirs, teacher__path=str(tmp_path / "nowhere"))
+
+
+def test_teacher_without_task_head_is_refused_for_kd(tmp_path, tiny_dirs):
+  teacher, _ = tiny_dirs
+  cfg = json.load(open(os.path.join(teacher, "config.json")))
+  headless = tmp_path / "headless"
+  headless.mkdir()
+  for f in os.listdir(teacher):
+    data = open(os.path.join(teacher, f), "rb").read()
+    (headless / f).write_bytes(data)
+  cfg["architectures"] = ["BertModel"]
+  (headless / "config.json").write_text(json.dumps(cfg))
+  with pytest.raises(ValueError, match="finetune_teacher"):
+    _run(tmp_path, tiny_dirs, teacher__path=str(headless))
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(
+    tmp_path, tiny_dirs):
+  _, workdir = _run(tmp_path, tiny_dirs, name="c", optim__num_steps=2)
+  state_dir = os.path.join(workdir, "checkpoints", "2", "state")
+  victims = [os.path.join(r, f) for r, _, fs in os.walk(state_dir) for f in fs
+             if "manifest" in f or f.endswith(".ocdbt") or "d" == r[-1:]]
+  assert victims
+  for v in victims:
+    with open(v, "wb") as f:
+      f.write(b"garbage")
+
+  def snapshot():
+    out = {}
+    for r, _, fs in os.walk(os.path.join(workdir, "checkpoints")):
+      for f in fs:
+        p = os.path.join(r, f)
+        out[p] = open(p, "rb").read()
+    return out
+
+  before = snapshot()
+  with pytest.raises(Exception, match="checkpoints/2 exists but could not be restored"):
+    _run(tmp_path, tiny_dirs, name="c", optim__num_steps=4)
+  assert snapshot() == before
+
+
+def test_exported_weights_differ_from_teacher_layers(tmp_path, tiny_dirs):
+  """Training changed the student (guards against exporting the init)."""
+  teacher, _ = tiny_dirs
+  summary, _ = _run(tmp_path, tiny_dirs)
+  t = safetensors.numpy.load_file(os.path.join(teacher, "model.safetensors"))
+  s = safetensors.numpy.load_file(
+      os.path.join(summary["export"], "model.safetensors"))
+  key = "bert.encoder.layer.0.attention.self.query.weight"
+  t_key = "bert.encoder.layer.1.attention.self.query.weight"
+  assert s[key].shape == t[t_key].shape
+  assert not np.allclose(s[key], t[t_key])
