@@ -551,6 +551,10 @@ def bank_crd_log_z(
   _check_pair(queries, positives, bank)
   query_ids, query_labels = _check_queries(query_ids, query_labels, label_aware)
   rows = _keep(valid, queries.shape[0])
+  # Z is a constant (CRD freezes it): no tangents reach the pmax below, so
+  # this also works inside jax.grad.
+  queries = jax.lax.stop_gradient(queries)
+  positives = jax.lax.stop_gradient(positives)
 
   def fn(vec, lab, val, queries, positives, rng, qid, qlab, rows, *, axis):
     pos, neg, own, _ = _local_logits(

@@ -311,8 +311,14 @@ class _MetricLog:
       self.writer.progress(step, means)
 
 
-def fit(run: Run) -> FitResult:
-  """Trains `run.model`; returns final/best dev metrics and the export."""
+def fit(run: Run, on_ready=None) -> FitResult:
+  """Trains `run.model`; returns final/best dev metrics and the export.
+
+  Args:
+    run: from `build_run`.
+    on_ready: called once the state is initialised or restored, before the
+      first step (the trainer writes config.json then).
+  """
   mesh, seed = run.mesh, run.seed
   n_proc = jax.process_count()
   it = pipeline.BatchIterator(
@@ -344,6 +350,8 @@ def fit(run: Run) -> FitResult:
     best = dict(data_state.get("best") or {})
     print(f"Resumed from step {step0} in {manager.directory}", flush=True)
 
+  if on_ready is not None:
+    on_ready()
   repl = sharding.replicated(mesh)
   teacher_params = None
   if run.teacher_model is not None:

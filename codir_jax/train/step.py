@@ -120,13 +120,14 @@ def _direction(cfg, anchors, positives, bank, ids, batch, log_z, rng, mesh):
   if cfg.objective == "info_nce":
     return memory_bank.bank_info_nce(**common), log_z
   num_data = cfg.num_train_examples
-  # Z is a constant of the objective (CRD freezes it at the first batch).
-  frozen = dict(common, queries=jax.lax.stop_gradient(anchors),
-                positives=jax.lax.stop_gradient(positives))
-  first = memory_bank.bank_crd_log_z(
-      **frozen, num_data=num_data, valid=batch["valid"]
-  )
-  log_z = jnp.where(jnp.isnan(log_z), first, log_z)
+
+  def first_batch_log_z():
+    # CRD freezes Z on the first batch; computed only while log_z is NaN.
+    return memory_bank.bank_crd_log_z(
+        **common, num_data=num_data, valid=batch["valid"]
+    )
+
+  log_z = jax.lax.cond(jnp.isnan(log_z), first_batch_log_z, lambda: log_z)
   return memory_bank.bank_crd_nce(**common, log_z=log_z, num_data=num_data), log_z
 
 

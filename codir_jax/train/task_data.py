@@ -57,35 +57,40 @@ def _load(config, split: str, limit: int, key: str, tokenizer):
   return tokenize.tokenize_split(raw, tokenizer, max_len=config.task.max_len)
 
 
-def load_train(config, tokenizer_path: str) -> TaskData:
-  """Train split (first `train_limit`) and dev split (first `eval_limit`)."""
+def _load_task(config, tokenizer_path: str, *, train: bool, dev: bool,
+               test: bool) -> TaskData:
   spec = tasks.get_task(config.task.name)
   tok = hf_io.load_tokenizer(tokenizer_path)
-  train = _load(config, "train", config.task.train_limit,
-                "config.task.train_limit", tok)
-  dev = _load(config, eval_split_name(spec), config.task.eval_limit,
-              "config.task.eval_limit", tok)
-  return TaskData(spec=spec, train=train, eval=dev, splits={}, tokenizer=tok)
+  train_split = dev_split = None
+  if train:
+    train_split = _load(config, "train", config.task.train_limit,
+                        "config.task.train_limit", tok)
+  if dev:
+    dev_split = _load(config, eval_split_name(spec), config.task.eval_limit,
+                      "config.task.eval_limit", tok)
+  splits = {}
+  if test:
+    names = [s for s in spec.splits if s.startswith("test")]
+    if not names:
+      raise ValueError(f"task {spec.name!r} has no test split")
+    splits = {s: _load(config, s, 0, "", tok) for s in names}
+  return TaskData(spec=spec, train=train_split, eval=dev_split,
+                  splits=splits, tokenizer=tok)
+
+
+def load_train(config, tokenizer_path: str) -> TaskData:
+  """Train split (first `train_limit`) and dev split (first `eval_limit`)."""
+  return _load_task(config, tokenizer_path, train=True, dev=True, test=False)
 
 
 def load_eval(config, tokenizer_path: str) -> TaskData:
-  spec = tasks.get_task(config.task.name)
-  tok = hf_io.load_tokenizer(tokenizer_path)
-  dev = _load(config, eval_split_name(spec), config.task.eval_limit,
-              "config.task.eval_limit", tok)
-  return TaskData(spec=spec, train=None, eval=dev, splits={}, tokenizer=tok)
+  """The dev split (first `eval_limit`)."""
+  return _load_task(config, tokenizer_path, train=False, dev=True, test=False)
 
 
 def load_predict(config, tokenizer_path: str) -> TaskData:
   """Every test split of the task (MNLI: matched and mismatched)."""
-  spec = tasks.get_task(config.task.name)
-  tok = hf_io.load_tokenizer(tokenizer_path)
-  names = [s for s in spec.splits if s.startswith("test")]
-  if not names:
-    raise ValueError(f"task {spec.name!r} has no test split")
-  splits = {s: _load(config, s, 0, "", tok) for s in names}
-  return TaskData(spec=spec, train=None, eval=None, splits=splits,
-                  tokenizer=tok)
+  return _load_task(config, tokenizer_path, train=False, dev=False, test=True)
 
 
 # --- the embedded demo task -------------------------------------------------

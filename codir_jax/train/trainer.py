@@ -44,10 +44,12 @@ def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
   os.replace(tmp, path)
 
 
-def _write_summary(workdir: str, summary: dict[str, Any]) -> None:
+def _write_summary(workdir: str, summary: dict[str, Any],
+                   name: str = "summary.json") -> None:
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, "summary.json")
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, name)
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump(summary, f, indent=2, sort_keys=True, default=float)
@@ -76,7 +78,9 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
   """finetune_teacher / distill: train, evaluate, export."""
   t0 = time.perf_counter()
   run = loop.build_run(config, workdir, mesh)
-  result = loop.fit(run)
+  # Written only once the run is set up, so a bad config leaves an existing
+  # workdir untouched.
+  result = loop.fit(run, on_ready=lambda: _write_config(config, workdir))
   if result.preempted:
     return {"mode": config.mode, "preempted": True, "steps": result.steps}
   summary = {
@@ -105,45 +109,47 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
   return summary
 
 
-def _eval_model_path(config, workdir: str) -> str:
-  path = config.eval.model_path or os.path.join(workdir, "student")
-  return builders.resolve_path(path, "config.eval.model_path")
+def _saved_model(config, workdir: str, load):
+  """(path, TaskData, classifier) for evaluate / predict.
 
-
-def _evaluate(config, workdir: str, mesh) -> dict[str, Any]:
-  path = _eval_model_path(config, workdir)
-  data = task_data.load_eval(config, path)
+  The model is `config.eval.model_path` ('' = `<workdir>/student`), in the
+  student's compute dtype; `load` is `task_data.load_eval` or `load_predict`.
+  """
+  path = builders.resolve_path(
+      config.eval.model_path or os.path.join(workdir, "student"),
+      "config.eval.model_path",
+  )
+  data = load(config, path)
   model = builders.load_classifier(
       path, num_labels=data.spec.num_labels,
       dtype=builders.dtype_of(config.student.dtype, "config.student.dtype"),
       seed=config.seed,
   )
+  return path, data, model
+
+
+def _evaluate(config, workdir: str, mesh) -> dict[str, Any]:
+  path, data, model = _saved_model(config, workdir, task_data.load_eval)
   summary = {
       "model": path,
       "dev": evaluation.evaluate_model(
           model, data.eval, mesh=mesh, batch_size=config.task.eval_batch_size
       ),
   }
-  _write_summary(workdir, summary)
+  _write_summary(workdir, summary, "eval_summary.json")
   _print_summary(f"evaluate {config.task.name}", summary)
   return summary
 
 
 def _predict(config, workdir: str, mesh) -> dict[str, Any]:
-  path = _eval_model_path(config, workdir)
-  data = task_data.load_predict(config, path)
-  model = builders.load_classifier(
-      path, num_labels=data.spec.num_labels,
-      dtype=builders.dtype_of(config.student.dtype, "config.student.dtype"),
-      seed=config.seed,
-  )
+  path, data, model = _saved_model(config, workdir, task_data.load_predict)
   out_dir = os.path.join(workdir, "predictions")
   files = evaluation.write_predictions(
       model, data.splits, out_dir, mesh=mesh,
       batch_size=config.task.eval_batch_size,
   )
   summary = {"model": path, "prediction_files": files}
-  _write_summary(workdir, summary)
+  _write_summary(workdir, summary, "predict_summary.json")
   _print_summary(f"predict {config.task.name}", summary)
   return summary
 
@@ -201,7 +207,6 @@ def train_and_evaluate(
   mesh = sharding.make_mesh([tuple(a) for a in config.mesh])
   sharding.check_batch_divisible(config.optim.batch_size, mesh)
   sharding.check_batch_divisible(config.task.eval_batch_size, mesh)
-  _write_config(config, workdir)
   modes = {
       "finetune_teacher": _train,
       "distill": _train,

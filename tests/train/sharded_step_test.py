@@ -14,6 +14,16 @@ from tests.train import assets
 tmp = tempfile.mkdtemp()
 teacher = assets.make_teacher_dir(os.path.join(tmp, "teacher"))
 data = assets.make_glue_dir(os.path.join(tmp, "glue"))
+# A global batch that does not split over the devices is refused up front.
+from codir_jax.train import trainer
+bad = assets.tiny_config(teacher, data, optim__batch_size=6)
+try:
+  trainer.train_and_evaluate(bad, os.path.join(tmp, "bad"))
+  raise AssertionError("batch 6 on 8 devices was accepted")
+except ValueError as e:
+  assert "batch size 6" in str(e) and "8 devices" in str(e), e
+assert not os.path.exists(os.path.join(tmp, "bad"))
+
 meshes = {
     "one": ([("data", 1), ("model", 1)], jax.devices()[:1]),
     "data8": ([("data", 8), ("model", 1)], None),

@@ -123,7 +123,22 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
 
 def test_missing_teacher_path_is_named(tmp_path, tiny_dirs):
   with pytest.raises(FileNotFoundError, match="config.teacher.path.*nowhere"):
-    _run(tmp_path, tiny_dirs, teacher__path=str(tmp_path / "nowhere"))
+    _run(tmp_path, tiny_dirs, name="w", teacher__path=str(tmp_path / "nowhere"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_unknown_config_key_fails_before_touching_the_workdir(tmp_path):
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+
+  workdir = tmp_path / "w"
+  proc = subprocess.run(
+      [sys.executable, "-m", "codir_jax.main", "--config",
+       os.path.join(assets.REPO, "configs", "tiny.py"),
+       "--config.loss.temprature=1.0", f"--workdir={workdir}"],
+      capture_output=True, text=True, timeout=300, cwd=assets.REPO)
+  assert proc.returncode != 0
+  assert "temprature" in proc.stderr
+  assert not workdir.exists()
 
 
 def test_teacher_without_task_head_is_refused_for_kd(tmp_path, tiny_dirs):
@@ -153,7 +168,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(
 
   def snapshot():
     out = {}
-    for r, _, fs in os.walk(os.path.join(workdir, "checkpoints")):
+    for r, _, fs in os.walk(workdir):
       for f in fs:
         p = os.path.join(r, f)
         out[p] = open(p, "rb").read()
@@ -176,3 +191,31 @@ def test_exported_weights_differ_from_teacher_layers(tmp_path, tiny_dirs):
   t_key = "bert.encoder.layer.1.attention.self.query.weight"
   assert s[key].shape == t[t_key].shape
   assert not np.allclose(s[key], t[t_key])
+
+
+def test_predict_writes_a_glue_submission_file(tmp_path, tiny_dirs):
+  teacher, data = tiny_dirs
+  glue = tmp_path / "glue"
+  (glue / "SST-2").mkdir(parents=True)
+  texts = ["the film is good ", "the plot is not good ", "its cast is dull "]
+  (glue / "SST-2" / "test.tsv").write_text(
+      "index\tsentence\n" + "".join(f"{i}\t{t}\n" for i, t in
+                                    enumerate(texts)))
+  config = assets.tiny_config(teacher, str(glue), mode="predict")
+  config.eval.model_path = teacher
+  summary = trainer.train_and_evaluate(config, str(tmp_path / "p"))
+  [path] = summary["prediction_files"]
+  assert os.path.basename(path) == "SST-2.tsv"
+  lines = open(path).read().splitlines()
+  assert lines[0] == "index\tprediction"
+  assert [l.split("\t")[0] for l in lines[1:]] == ["0", "1", "2"]
+  assert {l.split("\t")[1] for l in lines[1:]} <= {"0", "1"}
+  # The predictions are the model's own argmax on those sentences.
+  from codir_jax import models  # pylint: disable=g-import-not-at-top
+  model = models.from_pretrained(teacher, head="classification")
+  tok = models.load_tokenizer(teacher)
+  enc = tok(texts, padding=True, return_tensors="np")
+  logits, _ = model(enc["input_ids"], enc["attention_mask"],
+                    enc.get("token_type_ids"))
+  expected = [str(int(i)) for i in np.argmax(np.asarray(logits), -1)]
+  assert [l.split("\t")[1] for l in lines[1:]] == expected
