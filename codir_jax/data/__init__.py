@@ -29,6 +29,8 @@ from codir_jax.data.metrics import pearson
 from codir_jax.data.metrics import spearman
 from codir_jax.data.pipeline import Batch
 from codir_jax.data.pipeline import BatchIterator
+from codir_jax.data.pretrain_text import mask_tokens
+from codir_jax.data.pretrain_text import PretrainIterator
 from codir_jax.data.submission import format_predictions
 from codir_jax.data.submission import submission_file_name
 from codir_jax.data.submission import write_submission
@@ -50,6 +52,7 @@ __all__ = [
     'GlueSplit',
     'NO_LABEL_FLOAT',
     'NO_LABEL_INT',
+    'PretrainIterator',
     'SplitLayout',
     'TASKS',
     'TFDS_REQUIREMENTS',
@@ -65,6 +68,7 @@ __all__ = [
     'load_split',
     'load_tfds_split',
     'make_buckets',
+    'mask_tokens',
     'matthews_corrcoef',
     'pearson',
     'read_glue_tsv',
