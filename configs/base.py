@@ -41,7 +41,8 @@ def apply_released_code(config: ml_collections.ConfigDict) -> None:
 def get_base_config() -> ml_collections.ConfigDict:
   """Every field a run reads; experiment configs override some."""
   c = ml_collections.ConfigDict()
-  # finetune_teacher | distill | evaluate | predict.
+  # finetune_teacher | distill | evaluate | predict | demo |
+  # pretrain_distill (CoDIR-Pre).
   c.mode = "distill"
   c.seed = 0  # Parameter init, dropout, shuffling and negative sampling.
 
@@ -97,6 +98,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Every slot is a candidate negative from step 0 (random unit-ish vectors
   # until written), as in CRD / the released code; False: only written slots.
   c.bank.all_valid_at_init = True
+  # pretrain_distill with negatives='bank': FIFO queue length of each side.
+  c.bank.queue_size = 4096
 
   c.optim = ml_collections.ConfigDict()
   c.optim.batch_size = 32  # Global batch (split over the 'data' axis).
@@ -136,6 +139,14 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.log.every_steps = 50  # Train metrics and the progress line.
   c.log.eval_every_steps = 1000  # Dev evaluation (0 = only at the end).
   c.log.tensorboard = True  # Also write TensorBoard event files.
+
+  # pretrain_distill (CoDIR-Pre) only.
+  c.pretrain = ml_collections.ConfigDict()
+  c.pretrain.train_files = ()  # Text files or globs (streamed).
+  c.pretrain.eval_files = ()  # Held-out text for MLM loss/accuracy.
+  c.pretrain.eval_batches = 20  # Fixed masked batches per evaluation.
+  c.pretrain.doc_format = "line"  # 'line' | 'blank_line' separated docs.
+  c.pretrain.mask_prob = 0.15  # BERT masking rate (80/10/10 split).
 
   c.eval = ml_collections.ConfigDict()
   # evaluate / predict modes: HF directory to load ('' = <workdir>/student).

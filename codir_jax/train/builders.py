@@ -50,22 +50,29 @@ def dtype_of(name: str, key: str):
   return DTYPES[name]
 
 
-def require_task_head(path: str, kd_weight: float) -> None:
-  """Distillation needs a task-fine-tuned teacher when KD is on.
+def require_head(path: str, kd_weight: float, *, suffix: str) -> None:
+  """Distillation with KD needs a teacher whose head was trained.
 
-  A checkpoint without a sequence-classification head (e.g. a pre-trained
-  encoder) would get a random head, and KD would teach noise.
+  `suffix` is the HF architecture's ending: 'ForSequenceClassification'
+  (a task-fine-tuned teacher) or 'ForMaskedLM' (a pre-trained MLM). A
+  checkpoint without it would get a random head, and KD would teach noise.
   """
   if kd_weight <= 0:
     return
   with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
     archs = json.load(f).get("architectures") or []
-  if not any(a.endswith("ForSequenceClassification") for a in archs):
+  if not any(a.endswith(suffix) for a in archs):
+    hint = (
+        " Fine-tune it first with --config.mode=finetune_teacher and pass"
+        " <that workdir>/teacher."
+        if suffix == "ForSequenceClassification"
+        else " Use a masked-LM checkpoint such as a local bert-base-uncased"
+        " or roberta-base directory."
+    )
     raise ValueError(
-        f"config.teacher.path = {path!r} has no sequence-classification head"
+        f"config.teacher.path = {path!r} has no *{suffix} head"
         f" (architectures: {archs}), so KD (config.loss.kd_weight ="
-        f" {kd_weight}) would distil a random head. Fine-tune it first with"
-        " --config.mode=finetune_teacher and pass <that workdir>/teacher."
+        f" {kd_weight}) would distil a random head.{hint}"
     )
 
 

@@ -14,8 +14,10 @@ from typing import Any, Mapping
 from flax import nnx
 import jax
 from jax.sharding import Mesh
+import jax.numpy as jnp
 import numpy as np
 
+from codir_jax import losses
 from codir_jax import sharding
 from codir_jax.data import metrics as glue_metrics
 from codir_jax.data import pipeline
@@ -183,3 +185,37 @@ def write_predictions(
       )
   return files
 
+
+
+def _mlm_sums(params, batch, *, graphdef):
+  """Masked-token CE and hits, summed: ([], [], []) float32."""
+  logits = step_lib.predict_step(params, batch, graphdef=graphdef)
+  mask = batch["mlm_mask"] & batch["valid"][:, None]  # [B, T]
+  labels = jnp.where(mask, batch["mlm_labels"], 0)
+  ce = losses.cross_entropy(logits=logits, labels=labels)  # [B, T]
+  hit = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+  m = mask.astype(jnp.float32)
+  return jnp.sum(ce * m), jnp.sum(hit * m), jnp.sum(m)
+
+
+@functools.lru_cache(maxsize=16)
+def _mlm_fn(graphdef, mesh: Mesh):
+  return jax.jit(functools.partial(_mlm_sums, graphdef=graphdef),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def evaluate_mlm(graphdef, params, batches, *, mesh) -> dict[str, float]:
+  """Masked-LM loss and accuracy over fixed host `batches`.
+
+  Returns:
+    {'mlm_loss', 'mlm_accuracy', 'score' (= mlm_accuracy)}.
+  """
+  fn = _mlm_fn(graphdef, mesh)
+  ce = hits = count = 0.0
+  for batch in batches:
+    c, h, n = jax.device_get(fn(params, put_batch(batch, mesh)))
+    ce, hits, count = ce + float(c), hits + float(h), count + float(n)
+  if not count:
+    raise ValueError("the MLM evaluation batches hold no masked token")
+  return {"mlm_loss": ce / count, "mlm_accuracy": hits / count,
+          "score": hits / count}

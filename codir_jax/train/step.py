@@ -11,9 +11,13 @@ the weighted objective
 
 optax update; memory-bank write; step + 1. Plain fine-tuning of a teacher
 (`finetune_teacher`) is the same step with no teacher: L = CE.
+Pre-training (CoDIR-Pre, `task_kind='mlm'`): CE and KD are taken over the
+masked tokens (`batch["mlm_mask"]`, targets `batch["mlm_labels"]`), and the
+memory banks are FIFO queues (`bank_kind='fifo'`).
 
-Every loss is a per-example mean over the valid rows of the global batch
-(padding rows of the last batch have `valid == False`). Metrics come back as
+Each term is a mean over its own mask: valid rows of the global batch
+(padding rows of the last batch have `valid == False`) for per-example
+terms, masked tokens for MLM terms. Metrics come back as
 `{name: (sum, count)}`.
 """
 
@@ -36,7 +40,7 @@ from codir_jax.train.state import TrainState
 class LossSettings:
   """Static settings of the objective (from config.loss and config.bank)."""
 
-  is_regression: bool
+  task_kind: str  # 'classification' | 'regression' | 'mlm'.
   kd_weight: float = 0.0  # beta.
   kd_temperature: float = 2.0  # rho.
   crd_weight: float = 0.0  # lambda.
@@ -51,9 +55,14 @@ class LossSettings:
   teacher_layers: tuple[int, ...] = ()  # Paired with student_layers.
   num_negatives: int = 100  # K.
   momentum: float = 0.5  # Bank momentum m.
+  bank_kind: str = "momentum"  # 'momentum' (by example id) | 'fifo'.
   label_aware: bool = True
   regression_gap: float = 1.0
   num_train_examples: int = 0  # N of CRD NCE's normaliser.
+
+  @property
+  def is_regression(self) -> bool:
+    return self.task_kind == "regression"
 
   @property
   def uses_teacher(self) -> bool:
@@ -162,7 +171,11 @@ def _contrastive(cfg, z_s, z_t, batch, state, rng, mesh):
 
   if z_s.ndim != 2:
     raise ValueError("combine='per_layer' supports in-batch negatives only")
-  ids = jnp.where(valid, batch["example_ids"], 0)
+  if cfg.bank_kind == "fifo":
+    # Queue slots are not example ids: no slot is the query's own.
+    ids = jnp.full_like(batch["example_ids"], -1)
+  else:
+    ids = jnp.where(valid, batch["example_ids"], 0)
   bank_s, bank_t = state.bank["student"], state.bank["teacher"]
   if cfg.positive == "current":
     pos_for_s, pos_for_t = z_t, z_s
@@ -175,6 +188,38 @@ def _contrastive(cfg, z_s, z_t, batch, state, rng, mesh):
   loss_t, z1 = _direction(cfg, z_t, pos_for_t, bank_s, ids, batch,
                           state.log_z[1], key_t, mesh)
   return 0.5 * (loss_s + loss_t), jnp.stack([z0, z1])
+
+
+def _output_terms(cfg, s_logits, t_logits, batch):
+  """Task, KD and accuracy terms as {name: (values, mask)}.
+
+  classification: CE(y, s), rho^2 KL(t/rho || s/rho) per example;
+  regression: MSE(s, y), MSE(s, t) per example;
+  mlm: the same CE / KD per masked token ([B, T] values, `mlm_mask`).
+  """
+  valid = batch["valid"]
+  if cfg.task_kind == "mlm":
+    mask = batch["mlm_mask"] & valid[:, None]  # [B, T]
+    labels = jnp.where(mask, batch["mlm_labels"], 0)
+  else:
+    mask, labels = valid, batch["labels"]
+  terms = {}
+  if cfg.task_kind == "regression":
+    terms["task"] = (losses.mse(predictions=s_logits[:, 0], targets=labels),
+                     mask)
+  else:
+    terms["task"] = (losses.cross_entropy(logits=s_logits, labels=labels),
+                     mask)
+    hit = jnp.argmax(s_logits, axis=-1) == labels
+    terms["accuracy"] = (hit.astype(jnp.float32), mask)
+  if cfg.kd_weight > 0:
+    if cfg.task_kind == "regression":
+      kd = losses.mse(predictions=s_logits[:, 0], targets=t_logits[:, 0])
+    else:
+      kd = losses.kd_loss(student_logits=s_logits, teacher_logits=t_logits,
+                          temperature=cfg.kd_temperature)
+    terms["kd"] = (kd, mask)
+  return terms
 
 
 def train_step(
@@ -204,7 +249,6 @@ def train_step(
   rng = jax.random.fold_in(state.rng, state.step)
   dropout_rng, bank_rng = jax.random.split(rng)
   valid = batch["valid"]
-  labels = batch["labels"]
 
   t_logits = t_pooled = None
   if cfg.uses_teacher:
@@ -218,48 +262,30 @@ def train_step(
     s_logits, s_out = _forward(
         graphs.student, params["student"], batch, dropout_rng=dropout_rng
     )
-    terms = {}
-    if cfg.is_regression:
-      terms["task"] = losses.mse(predictions=s_logits[:, 0], targets=labels)
-    else:
-      terms["task"] = losses.cross_entropy(logits=s_logits, labels=labels)
-    total = (1.0 - cfg.kd_weight) * terms["task"]
-    if cfg.kd_weight > 0:
-      if cfg.is_regression:
-        terms["kd"] = losses.mse(
-            predictions=s_logits[:, 0], targets=t_logits[:, 0]
-        )
-      else:
-        terms["kd"] = losses.kd_loss(
-            student_logits=s_logits,
-            teacher_logits=t_logits,
-            temperature=cfg.kd_temperature,
-        )
-      total = total + cfg.kd_weight * terms["kd"]
+    terms = _output_terms(cfg, s_logits, t_logits, batch)  # name -> (v, m)
     aux = {}
     if cfg.pkd_weight > 0 or cfg.crd_weight > 0:
       s_pooled = _pooled(s_out, cfg.student_layers, batch, cfg.pooling)
     if cfg.pkd_weight > 0:
-      terms["pkd"] = losses.pkd_loss(
-          student_pooled=s_pooled, teacher_pooled=t_pooled
+      terms["pkd"] = (
+          losses.pkd_loss(student_pooled=s_pooled, teacher_pooled=t_pooled),
+          valid,
       )
-      total = total + cfg.pkd_weight * terms["pkd"]
     if cfg.crd_weight > 0:
       z_s = _project(graphs.proj_s, params["proj_s"], s_pooled)
       z_t = _project(graphs.proj_t, params["proj_t"], t_pooled)
-      terms["crd"], aux["log_z"] = _contrastive(
+      crd, aux["log_z"] = _contrastive(
           cfg, z_s, z_t, batch, state, bank_rng, mesh
       )
-      total = total + cfg.crd_weight * terms["crd"]
+      terms["crd"] = (crd, valid)
       aux["z_s"], aux["z_t"] = z_s, z_t
-    s, c = losses.masked_sum_count(total, mask=valid)
-    loss = s / jnp.maximum(c, 1.0)
-    metrics = {"loss": (s, c)}
-    for name, v in terms.items():
-      metrics[name] = losses.masked_sum_count(v, mask=valid)
-    if not cfg.is_regression:
-      hit = (jnp.argmax(s_logits, axis=-1) == labels).astype(jnp.float32)
-      metrics["accuracy"] = losses.masked_sum_count(hit, mask=valid)
+    weights = {"task": 1.0 - cfg.kd_weight, "kd": cfg.kd_weight,
+               "pkd": cfg.pkd_weight, "crd": cfg.crd_weight}
+    metrics = {n: losses.masked_sum_count(v, mask=m)
+               for n, (v, m) in terms.items()}
+    loss = sum(weights[n] * s / jnp.maximum(c, 1.0)
+               for n, (s, c) in metrics.items() if n in weights)
+    metrics["loss"] = (loss, jnp.ones((), jnp.float32))
     return loss, (metrics, aux)
 
   (_, (metrics, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -273,14 +299,18 @@ def train_step(
   metrics["l2_updates"] = (optax.tree.norm(updates), one)
   bank, log_z = state.bank, aux.get("log_z", state.log_z)
   if cfg.uses_bank:
-    ids = jnp.where(batch["valid"], batch["example_ids"], 0)
-    bank = {
-        side: memory_bank.write(
-            state.bank[side], ids=ids, vectors=aux[z], mask=batch["valid"],
+    ids = jnp.where(valid, batch["example_ids"], 0)
+    bank = {}
+    for side, z in (("student", "z_s"), ("teacher", "z_t")):
+      if cfg.bank_kind == "fifo":
+        bank[side] = memory_bank.write_fifo(
+            state.bank[side], vectors=aux[z], mask=valid, mesh=mesh
+        )
+      else:
+        bank[side] = memory_bank.write(
+            state.bank[side], ids=ids, vectors=aux[z], mask=valid,
             momentum=cfg.momentum, mesh=mesh,
         )
-        for side, z in (("student", "z_s"), ("teacher", "z_t"))
-    }
   new_state = state.replace(
       step=state.step + 1,
       params=params,

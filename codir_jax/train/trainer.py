@@ -21,16 +21,20 @@ import os
 import time
 from typing import Any
 
+from flax import nnx
 import jax
 import ml_collections
 
 from codir_jax import sharding
 from codir_jax.train import builders
 from codir_jax.train import evaluation
+from codir_jax.train import glue_run
 from codir_jax.train import loop
+from codir_jax.train import pretrain_run
 from codir_jax.train import task_data
 
-MODES = ("finetune_teacher", "distill", "evaluate", "predict", "demo")
+MODES = ("finetune_teacher", "distill", "evaluate", "predict", "demo",
+         "pretrain_distill")
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -77,7 +81,7 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
 def _train(config, workdir: str, mesh) -> dict[str, Any]:
   """finetune_teacher / distill: train, evaluate, export."""
   t0 = time.perf_counter()
-  run = loop.build_run(config, workdir, mesh)
+  run, data = glue_run.build_run(config, workdir, mesh)
   # Written only once the run is set up, so a bad config leaves an existing
   # workdir untouched.
   result = loop.fit(run, on_ready=lambda: _write_config(config, workdir))
@@ -95,17 +99,42 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
   }
   if config.mode == "distill":
     summary["speed"] = evaluation.compare_speed(
-        run.eval_data,
+        data.eval,
         {"teacher": run.teacher_model, "student": result.model},
         mesh=mesh,
         batch_size=config.task.eval_batch_size,
     )
     summary["teacher_dev"] = evaluation.evaluate_model(
-        run.teacher_model, run.eval_data, mesh=mesh,
+        run.teacher_model, data.eval, mesh=mesh,
         batch_size=config.task.eval_batch_size,
     )
   _write_summary(workdir, summary)
   _print_summary(f"{config.mode} {config.task.name}", summary)
+  return summary
+
+
+def _pretrain(config, workdir: str, mesh) -> dict[str, Any]:
+  """pretrain_distill: CoDIR-Pre, then the MLM metrics of both models."""
+  t0 = time.perf_counter()
+  run, eval_batches = pretrain_run.build_run(config, workdir, mesh)
+  result = loop.fit(run, on_ready=lambda: _write_config(config, workdir))
+  if result.preempted:
+    return {"mode": config.mode, "preempted": True, "steps": result.steps}
+  summary = {
+      "mode": config.mode,
+      "steps": result.steps,
+      "train_wall_s": result.wall_s,
+      "total_wall_s": time.perf_counter() - t0,
+      "export": result.export_dir,
+      "dev": result.final_eval,
+      "best_dev": result.best_eval,
+  }
+  if eval_batches:
+    graphdef, params = nnx.split(run.teacher_model)
+    summary["teacher_dev"] = evaluation.evaluate_mlm(
+        graphdef, params, eval_batches, mesh=mesh)
+  _write_summary(workdir, summary)
+  _print_summary("pretrain_distill", summary)
   return summary
 
 
@@ -213,6 +242,7 @@ def train_and_evaluate(
       "evaluate": _evaluate,
       "predict": _predict,
       "demo": _demo,
+      "pretrain_distill": _pretrain,
   }
   # Shardings are explicit everywhere (no ambient mesh context needed).
   return modes[config.mode](config, workdir, mesh)

@@ -85,3 +85,59 @@ def tiny_config(teacher: str, data: str, arg: str | None = None, **kw):
       node = node[p]
     node[leaf] = value
   return c
+
+
+def make_mlm_teacher_dir(path: str, *, seed: int = 0,
+                         num_layers: int = 2) -> str:
+  """Saves a random tiny BERT masked LM + tokenizer to `path`."""
+  tokenizer = make_tokenizer()
+  config = models.EncoderConfig(
+      model_type="bert", vocab_size=len(tokenizer), hidden_size=32,
+      num_layers=num_layers, num_heads=2, intermediate_size=64,
+      max_position_embeddings=64, type_vocab_size=2, pad_token_id=0,
+      hidden_dropout=0.0, attention_dropout=0.0,
+  )
+  model = models.MaskedLM(config, rngs=nnx.Rngs(seed))
+  models.save_pretrained(model, path, tokenizer=tokenizer)
+  return path
+
+
+def write_corpus(path: str, *, num_lines: int = 400, seed: int = 0) -> str:
+  """One demo sentence per line (documents for pretrain_text)."""
+  texts, _ = task_data.demo_sentences(num_lines, seed)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(t.strip() for t in texts) + "\n")
+  return path
+
+
+def pretrain_config(teacher: str, train: str, heldout: str, **kw):
+  """configs/pretrain_codir.py shrunk for tests, plus `__` overrides."""
+  from configs import pretrain_codir  # pylint: disable=g-import-not-at-top
+
+  c = pretrain_codir.get_config()
+  c.teacher.path = teacher
+  c.pretrain.train_files = (train,)
+  c.pretrain.eval_files = (heldout,)
+  c.pretrain.eval_batches = 2
+  c.task.max_len = 16
+  c.teacher.dtype = c.student.dtype = "float32"
+  c.student.layers = (2,)
+  c.loss.proj_dim = 16
+  c.bank.queue_size = 12
+  c.bank.num_negatives = 8
+  c.optim.batch_size = 8
+  c.optim.lr = 1e-3
+  c.optim.num_steps = 4
+  c.optim.warmup_frac = 0.1
+  c.ckpt.every_steps = 100
+  c.ckpt.async_save = False
+  c.log.every_steps = 2
+  c.log.eval_every_steps = 0
+  c.log.tensorboard = False
+  for key, value in kw.items():
+    node = c
+    *parents, leaf = key.split("__")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
