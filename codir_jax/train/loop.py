@@ -201,12 +201,20 @@ def fit(run: Run, on_ready=None) -> FitResult:
     on_ready: called once the state is initialised or restored, before the
       first step (the trainer writes config.json then).
   """
-  mesh = run.mesh
-  it = run.make_iterator()
   compiled = compile_run(run)
   manager = checkpointing.make_manager(
       os.path.join(os.path.abspath(run.workdir), "checkpoints"), run.ckpt
   )
+  try:
+    return _fit(run, compiled, manager, on_ready)
+  finally:
+    manager.close()
+
+
+def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
+  """`fit` once the checkpoint manager exists (the caller closes it)."""
+  mesh = run.mesh
+  it = run.make_iterator()
   meta = _fingerprint(run)
   restored = checkpointing.restore_latest(manager, compiled.abstract, meta)
   best: dict[str, float] = {}
@@ -279,5 +287,4 @@ def fit(run: Run, on_ready=None) -> FitResult:
     _export(run, state.params, "best")
   export_dir = _export(run, state.params, run.export_name)
   model = nnx.merge(run.graphs.student, jax.device_get(state.params["student"]))
-  manager.close()
   return FitResult(step, wall, export_dir, final, best, model)
