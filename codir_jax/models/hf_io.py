@@ -106,7 +106,10 @@ def _hf_names(model: Model) -> dict[tuple[Any, ...], tuple[str, bool]]:
     if head == "base":
       names[path] = (_encoder_name(path), True)
     elif path[0] == "encoder":
-      names[path] = (prefix + _encoder_name(path[1:]), True)
+      # The BERT pooler belongs to the classification head's inputs: a
+      # masked-LM checkpoint has none, and (as in transformers) it is then
+      # initialised like the head rather than refused.
+      names[path] = (prefix + _encoder_name(path[1:]), path[1] != "pooler")
     elif path == ("bias",):
       names[path] = (_HEAD_SUB[(mt, "bias")], False)
     else:

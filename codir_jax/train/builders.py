@@ -16,6 +16,9 @@ import jax.numpy as jnp
 from codir_jax import losses
 from codir_jax import models
 from codir_jax.models.projection import ProjectionHead
+from codir_jax.train import checkpointing
+from codir_jax.train import optimizer
+from codir_jax.train import step as step_lib
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -134,4 +137,51 @@ def projection_heads(
                      per_layer=per_layer, rngs=rngs),
       ProjectionHead(num_layers, teacher_hidden, proj_dim,
                      per_layer=per_layer, rngs=rngs),
+  )
+
+
+def trainable(config, model, teacher, *, projection: bool):
+  """(step_lib.Graphs, params) of what the optimizer trains.
+
+  The student (or, in finetune_teacher, the model being fine-tuned), plus
+  both projection heads when the contrastive term is on.
+  """
+  graphs_kw, params = {}, {}
+  if teacher is not None:
+    graphs_kw["teacher"] = nnx.graphdef(teacher)
+  if projection:
+    proj_s, proj_t = projection_heads(
+        num_layers=model.config.num_layers,
+        student_hidden=model.config.hidden_size,
+        teacher_hidden=teacher.config.hidden_size,
+        proj_dim=config.loss.proj_dim,
+        per_layer=config.loss.combine == "per_layer",
+        seed=config.seed + 1,
+    )
+    graphs_kw.update(proj_s=nnx.graphdef(proj_s), proj_t=nnx.graphdef(proj_t))
+    params.update(proj_s=nnx.state(proj_s), proj_t=nnx.state(proj_t))
+  params["student"] = nnx.state(model)
+  return step_lib.Graphs(student=nnx.graphdef(model), **graphs_kw), params
+
+
+def run_settings(config, *, total_steps: int) -> dict:
+  """The `loop.Run` fields every mode reads the same way from the config."""
+  o = config.optim
+  return dict(
+      mode=config.mode,
+      rules={k: v for k, v in config.sharding_rules},
+      optim=optimizer.OptimSettings(
+          lr=o.lr, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, eps=o.eps,
+          warmup_frac=o.warmup_frac, clip_norm=o.clip_norm,
+          total_steps=total_steps,
+      ),
+      batch_size=int(o.batch_size),
+      seed=int(config.seed),
+      ckpt=checkpointing.CheckpointSettings(
+          every_steps=config.ckpt.every_steps, keep=config.ckpt.keep,
+          async_save=config.ckpt.async_save,
+      ),
+      log_every=int(config.log.every_steps),
+      eval_every=int(config.log.eval_every_steps),
+      tensorboard=bool(config.log.tensorboard),
   )

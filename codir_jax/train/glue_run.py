@@ -18,10 +18,8 @@ from codir_jax import models
 from codir_jax.data import pipeline
 from codir_jax.data import tokenize
 from codir_jax.train import builders
-from codir_jax.train import checkpointing
 from codir_jax.train import evaluation
 from codir_jax.train import loop
-from codir_jax.train import optimizer
 from codir_jax.train import step as step_lib
 from codir_jax.train import task_data
 
@@ -126,7 +124,7 @@ def build_run(config, workdir: str, mesh: Mesh):
         teacher_path, num_labels=spec.num_labels, dtype=t_dtype,
         seed=config.seed,
     )
-    teacher, graphs_kw, params = None, {}, {}
+    teacher = None
     loss = step_lib.LossSettings(task_kind=_task_kind(spec))
     export_name = "teacher"
   else:
@@ -144,22 +142,9 @@ def build_run(config, workdir: str, mesh: Mesh):
         num_teacher=teacher.config.num_layers,
         num_train=len(data.train),
     )
-    graphs_kw = {"teacher": nnx.graphdef(teacher)}
-    params = {}
-    if loss.crd_weight > 0:
-      proj_s, proj_t = builders.projection_heads(
-          num_layers=model.config.num_layers,
-          student_hidden=model.config.hidden_size,
-          teacher_hidden=teacher.config.hidden_size,
-          proj_dim=config.loss.proj_dim,
-          per_layer=config.loss.combine == "per_layer",
-          seed=config.seed + 1,
-      )
-      graphs_kw.update(proj_s=nnx.graphdef(proj_s),
-                       proj_t=nnx.graphdef(proj_t))
-      params.update(proj_s=nnx.state(proj_s), proj_t=nnx.state(proj_t))
     export_name = "student"
-  params["student"] = nnx.state(model)
+  graphs, params = builders.trainable(config, model, teacher,
+                                      projection=loss.crd_weight > 0)
   o = config.optim
   steps_per_epoch = math.ceil(len(data.train) / o.batch_size)
   total = int(o.num_steps) or int(math.ceil(o.num_epochs * steps_per_epoch))
@@ -179,36 +164,21 @@ def build_run(config, workdir: str, mesh: Mesh):
   )
   return loop.Run(
       workdir=workdir,
-      mode=config.mode,
       mesh=mesh,
-      rules={k: v for k, v in config.sharding_rules},
       model=model,
       teacher_model=teacher,
-      graphs=step_lib.Graphs(student=nnx.graphdef(model), **graphs_kw),
+      graphs=graphs,
       params=params,
       loss=loss,
-      optim=optimizer.OptimSettings(
-          lr=o.lr, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, eps=o.eps,
-          warmup_frac=o.warmup_frac, clip_norm=o.clip_norm,
-          total_steps=total,
-      ),
-      batch_size=int(o.batch_size),
-      seed=int(config.seed),
       make_iterator=make_iterator,
       evaluate=evaluate,
       tokenizer=data.tokenizer,
       bank_slots=len(data.train) if loss.uses_bank else 0,
       bank_labels=np.asarray(data.train.labels) if loss.uses_bank else None,
       bank_all_valid=bool(config.bank.all_valid_at_init),
-      ckpt=checkpointing.CheckpointSettings(
-          every_steps=config.ckpt.every_steps, keep=config.ckpt.keep,
-          async_save=config.ckpt.async_save,
-      ),
-      log_every=int(config.log.every_steps),
-      eval_every=int(config.log.eval_every_steps),
-      tensorboard=bool(config.log.tensorboard),
       export_name=export_name,
       fingerprint={"task": spec.name, "num_train": len(data.train)},
+      **builders.run_settings(config, total_steps=total),
   ), data
 
 

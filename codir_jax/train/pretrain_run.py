@@ -17,19 +17,15 @@ from __future__ import annotations
 import functools
 import itertools
 
-from flax import nnx
 import jax
 from jax.sharding import Mesh
 
 from codir_jax import models
 from codir_jax.data import pretrain_text
 from codir_jax.train import builders
-from codir_jax.train import checkpointing
 from codir_jax.train import evaluation
 from codir_jax.train import glue_run
 from codir_jax.train import loop
-from codir_jax.train import optimizer
-from codir_jax.train import step as step_lib
 
 
 def _check(config) -> None:
@@ -110,20 +106,8 @@ def build_run(config, workdir: str, mesh: Mesh):
       num_teacher=teacher.config.num_layers,
       num_train=int(config.bank.queue_size), bank_kind="fifo",
   )
-  graphs_kw = {"teacher": nnx.graphdef(teacher)}
-  params = {}
-  if loss.crd_weight > 0:
-    proj_s, proj_t = builders.projection_heads(
-        num_layers=model.config.num_layers,
-        student_hidden=model.config.hidden_size,
-        teacher_hidden=teacher.config.hidden_size,
-        proj_dim=config.loss.proj_dim,
-        per_layer=config.loss.combine == "per_layer",
-        seed=config.seed + 1,
-    )
-    graphs_kw.update(proj_s=nnx.graphdef(proj_s), proj_t=nnx.graphdef(proj_t))
-    params.update(proj_s=nnx.state(proj_s), proj_t=nnx.state(proj_t))
-  params["student"] = nnx.state(model)
+  graphs, params = builders.trainable(config, model, teacher,
+                                      projection=loss.crd_weight > 0)
 
   eval_files = list(config.pretrain.eval_files)
   eval_batches = []
@@ -134,24 +118,14 @@ def build_run(config, workdir: str, mesh: Mesh):
                   num_epochs=1),
         config.pretrain.eval_batches,
     ))
-  o = config.optim
   run = loop.Run(
       workdir=workdir,
-      mode=config.mode,
       mesh=mesh,
-      rules={k: v for k, v in config.sharding_rules},
       model=model,
       teacher_model=teacher,
-      graphs=step_lib.Graphs(student=nnx.graphdef(model), **graphs_kw),
+      graphs=graphs,
       params=params,
       loss=loss,
-      optim=optimizer.OptimSettings(
-          lr=o.lr, weight_decay=o.weight_decay, b1=o.b1, b2=o.b2, eps=o.eps,
-          warmup_frac=o.warmup_frac, clip_norm=o.clip_norm,
-          total_steps=int(o.num_steps),
-      ),
-      batch_size=int(o.batch_size),
-      seed=int(config.seed),
       make_iterator=functools.partial(
           _iterator, config, tokenizer, config.pretrain.train_files,
           seed=config.seed,
@@ -161,16 +135,10 @@ def build_run(config, workdir: str, mesh: Mesh):
       bank_slots=int(config.bank.queue_size) if uses_queue else 0,
       bank_labels=None,
       bank_all_valid=False,  # A queue slot is a negative once written.
-      ckpt=checkpointing.CheckpointSettings(
-          every_steps=config.ckpt.every_steps, keep=config.ckpt.keep,
-          async_save=config.ckpt.async_save,
-      ),
-      log_every=int(config.log.every_steps),
-      eval_every=int(config.log.eval_every_steps),
-      tensorboard=bool(config.log.tensorboard),
       export_name="student",
       fingerprint={"task": "mlm",
                    "train_files": [str(f) for f in config.pretrain.train_files]},
+      **builders.run_settings(config, total_steps=int(config.optim.num_steps)),
   )
   return run, eval_batches
 

@@ -78,18 +78,17 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
       print(f"  {key}: {value}", flush=True)
 
 
-def _train(config, workdir: str, mesh) -> dict[str, Any]:
-  """finetune_teacher / distill: train, evaluate, export."""
-  t0 = time.perf_counter()
-  run, data = glue_run.build_run(config, workdir, mesh)
-  # Written only once the run is set up, so a bad config leaves an existing
-  # workdir untouched.
+def _fit(config, workdir: str, run, t0: float) -> tuple[Any, dict]:
+  """Trains `run`; returns (FitResult, summary), summary None if preempted.
+
+  config.json is written only once the run is set up and restored, so a bad
+  config leaves an existing workdir untouched.
+  """
   result = loop.fit(run, on_ready=lambda: _write_config(config, workdir))
   if result.preempted:
-    return {"mode": config.mode, "preempted": True, "steps": result.steps}
-  summary = {
+    return result, None
+  return result, {
       "mode": config.mode,
-      "task": config.task.name,
       "steps": result.steps,
       "train_wall_s": result.wall_s,
       "total_wall_s": time.perf_counter() - t0,
@@ -97,6 +96,20 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
       "dev": result.final_eval,
       "best_dev": result.best_eval,
   }
+
+
+def _preempted(config, result) -> dict[str, Any]:
+  return {"mode": config.mode, "preempted": True, "steps": result.steps}
+
+
+def _train(config, workdir: str, mesh) -> dict[str, Any]:
+  """finetune_teacher / distill: train, evaluate, export."""
+  t0 = time.perf_counter()
+  run, data = glue_run.build_run(config, workdir, mesh)
+  result, summary = _fit(config, workdir, run, t0)
+  if summary is None:
+    return _preempted(config, result)
+  summary["task"] = config.task.name
   if config.mode == "distill":
     summary["speed"] = evaluation.compare_speed(
         data.eval,
@@ -117,18 +130,9 @@ def _pretrain(config, workdir: str, mesh) -> dict[str, Any]:
   """pretrain_distill: CoDIR-Pre, then the MLM metrics of both models."""
   t0 = time.perf_counter()
   run, eval_batches = pretrain_run.build_run(config, workdir, mesh)
-  result = loop.fit(run, on_ready=lambda: _write_config(config, workdir))
-  if result.preempted:
-    return {"mode": config.mode, "preempted": True, "steps": result.steps}
-  summary = {
-      "mode": config.mode,
-      "steps": result.steps,
-      "train_wall_s": result.wall_s,
-      "total_wall_s": time.perf_counter() - t0,
-      "export": result.export_dir,
-      "dev": result.final_eval,
-      "best_dev": result.best_eval,
-  }
+  result, summary = _fit(config, workdir, run, t0)
+  if summary is None:
+    return _preempted(config, result)
   if eval_batches:
     graphdef, params = nnx.split(run.teacher_model)
     summary["teacher_dev"] = evaluation.evaluate_mlm(

@@ -4,6 +4,7 @@ import json
 import pathlib
 
 from flax import nnx
+import jax
 import numpy as np
 import pytest
 import safetensors.numpy
@@ -145,6 +146,18 @@ def test_head_missing_from_checkpoint_is_initialised(tmp_path):
   save_pretrained(_ours("base", "bert"), tmp_path)
   model = from_pretrained(tmp_path, head="classification", num_labels=4)
   assert model.out_proj.kernel[...].shape == (64, 4)
+
+
+def test_masked_lm_checkpoint_loads_as_bert_classifier(tmp_path):
+  """BertForMaskedLM has no pooler: it is initialised with the head."""
+  mlm = _ours("masked_lm", "bert")
+  save_pretrained(mlm, tmp_path)
+  model = from_pretrained(tmp_path, head="classification", num_labels=3)
+  assert model.encoder.pooler is not None
+  a = nnx.to_pure_dict(nnx.state(model.encoder.layers, nnx.Param))
+  b = nnx.to_pure_dict(nnx.state(mlm.encoder.layers, nnx.Param))
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
 
 
 @pytest.fixture

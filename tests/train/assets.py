@@ -49,16 +49,20 @@ def make_tokenizer():
   )
 
 
+def _tiny_config(tokenizer, num_layers: int, dropout: float):
+  return models.EncoderConfig(
+      model_type="bert", vocab_size=len(tokenizer), hidden_size=32,
+      num_layers=num_layers, num_heads=2, intermediate_size=64,
+      max_position_embeddings=64, type_vocab_size=2, pad_token_id=0,
+      hidden_dropout=dropout, attention_dropout=dropout,
+  )
+
+
 def make_teacher_dir(path: str, *, num_labels: int = 2, seed: int = 0,
                      num_layers: int = 2) -> str:
   """Saves a random tiny BERT classifier + tokenizer to `path`."""
   tokenizer = make_tokenizer()
-  config = models.EncoderConfig(
-      model_type="bert", vocab_size=len(tokenizer), hidden_size=32,
-      num_layers=num_layers, num_heads=2, intermediate_size=64,
-      max_position_embeddings=64, type_vocab_size=2, pad_token_id=0,
-      hidden_dropout=0.1, attention_dropout=0.1,
-  )
+  config = _tiny_config(tokenizer, num_layers, 0.1)
   model = models.SequenceClassifier(config, num_labels, rngs=nnx.Rngs(seed))
   models.save_pretrained(model, path, tokenizer=tokenizer)
   return path
@@ -91,13 +95,8 @@ def make_mlm_teacher_dir(path: str, *, seed: int = 0,
                          num_layers: int = 2) -> str:
   """Saves a random tiny BERT masked LM + tokenizer to `path`."""
   tokenizer = make_tokenizer()
-  config = models.EncoderConfig(
-      model_type="bert", vocab_size=len(tokenizer), hidden_size=32,
-      num_layers=num_layers, num_heads=2, intermediate_size=64,
-      max_position_embeddings=64, type_vocab_size=2, pad_token_id=0,
-      hidden_dropout=0.0, attention_dropout=0.0,
-  )
-  model = models.MaskedLM(config, rngs=nnx.Rngs(seed))
+  model = models.MaskedLM(_tiny_config(tokenizer, num_layers, 0.0),
+                          rngs=nnx.Rngs(seed))
   models.save_pretrained(model, path, tokenizer=tokenizer)
   return path
 

@@ -1,7 +1,6 @@
 """CoDIR-Pre: the MLM distillation step, its FIFO banks, and the export."""
 
 import json
-import os
 
 from flax import nnx
 import jax
@@ -120,6 +119,23 @@ def test_exported_student_matches_in_transformers(mlm_dirs, tmp_path):
   mask = enc["attention_mask"].astype(bool)
   diff = np.abs(np.asarray(logits) - ref.numpy())[mask]
   assert diff.max() < 1e-4, diff.max()
+
+
+def test_pretrained_student_fine_tunes_with_codir_fine(mlm_dirs, tiny_dirs,
+                                                       tmp_path):
+  """The paper's CoDIR-Pre row: pre-distilled student -> CoDIR-Fine."""
+  teacher, train, heldout = mlm_dirs
+  pre = trainer.train_and_evaluate(
+      assets.pretrain_config(teacher, train, heldout), str(tmp_path / "pre"))
+  classifier, data = tiny_dirs
+  config = assets.tiny_config(classifier, data, optim__num_steps=2)
+  config.student.init = "pretrained"
+  config.student.path = pre["export"]
+  summary = trainer.train_and_evaluate(config, str(tmp_path / "fine"))
+  assert summary["steps"] == 2 and 0.0 <= summary["dev"]["accuracy"] <= 1.0
+  from codir_jax import models  # pylint: disable=g-import-not-at-top
+  student = models.from_pretrained(summary["export"], head="classification")
+  assert student.config.num_layers == 1  # The pre-distilled depth.
 
 
 @pytest.mark.parametrize("override, message", [
