@@ -228,7 +228,7 @@ def from_pretrained(path: str | os.PathLike[str], *, head: str = "base",
   params = _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   missing_head, missing, used = [], [], set()
   for p, (name, is_encoder) in _hf_names(model).items():
-    key = name.removeprefix(prefix) if is_encoder else name
+    key = name.removeprefix(prefix)  # Head names carry no model prefix.
     if key not in tensors:
       (missing if is_encoder else missing_head).append(name)
       continue

@@ -160,6 +160,22 @@ def test_masked_lm_checkpoint_loads_as_bert_classifier(tmp_path):
     np.testing.assert_array_equal(x, y)
 
 
+@pytest.mark.parametrize("head", ["base", "classification", "masked_lm"])
+@pytest.mark.parametrize("model_type", ["bert", "roberta"])
+def test_save_then_load_restores_every_parameter(tmp_path, head, model_type):
+  """Including the BERT pooler, which is loaded like a head tensor."""
+  model = _ours(head, model_type)
+  save_pretrained(model, tmp_path)
+  kw = {"num_labels": model.num_labels} if head == "classification" else {}
+  again = from_pretrained(tmp_path, head=head, seed=123, **kw)
+  a = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  b = nnx.to_pure_dict(nnx.state(again, nnx.Param))
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
+                          jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
+
+
 @pytest.fixture
 def saved(tmp_path):
   path = tmp_path / "model"
