@@ -1,0 +1,507 @@
+r"""CoDIR ablation on GLUE: kd, pkd, codir and codir_inbatch over seeds.
+
+For every task the script fine-tunes the teacher once (mode
+`finetune_teacher`, default teacher: the bundled all-MiniLM-L6-v2), then
+distils a 3-layer student (teacher layers 2, 4, 6) with each variant of
+`configs/base.py:VARIANTS` and each seed, by calling
+`codir_jax.train.trainer.train_and_evaluate` with `configs/glue_codir.py`
+plus the overrides below. Each run has its own workdir:
+
+  <out>/<task>/teacher/               finetune_teacher (export: teacher/)
+  <out>/<task>/<variant>/seed<k>/     distill
+  <out>/results.{md,json,png}         mean ± std of the dev metrics
+  <out>/jax_cache/                    persistent XLA compilation cache
+
+A run whose `summary.json` exists is skipped (its summary is read back), so
+an interrupted ablation resumes where it stopped; a run cut off mid-way
+resumes from its own checkpoint. Reusing `--out` with other settings is an
+error (the stored `config.json` must match). Every student run re-evaluates
+the teacher it loaded; if that differs from the fine-tuned teacher's own dev
+score (the HF export did not round-trip), the script stops.
+
+Commands (from the repository root):
+
+  # Default subset settings (SST-2 and MRPC, 4 variants x 3 seeds):
+  python experiments/ablation.py --out runs/ablation
+  # Paper-like settings (GPU/TPU; not run on the 2-core CPU):
+  python experiments/ablation.py --full --out runs/ablation_full
+  # Smoke test (about 3 minutes on 2 CPU cores):
+  python experiments/ablation.py --out /tmp/abl --tasks sst2 --seeds 0 \
+      --steps 5 --subset 64 --eval_limit 64
+
+Default (subset) settings, per task: the first 2,000 training examples,
+max_len 64, teacher 150 steps at lr 1e-4, students 100 steps at lr 1e-4,
+batch 32 (SST-2) / 16 (MRPC) as in `configs/glue_codir.py`, full dev sets
+(872 / 408 examples), evaluation only at the end. The lr is 10x the
+released code's because the runs are short. Everything else keeps the
+config's defaults (paper pooling, layers and InfoNCE; beta 0.5, rho 2,
+lambda 0.1 for codir, K = 100, tau 0.07).
+
+Runtime of the default (2 tasks, 1 teacher + 12 students each): about 45
+minutes on this project's 2-core CPU machine (50 if the machine is busier),
+under the 60-minute budget. Measured with a timing run of this script while
+another job shared the CPUs (load average ~4.5):
+
+  python experiments/ablation.py --out $(mktemp -d) --tasks sst2 mrpc \
+      --variants codir --seeds 0 1 --steps 50          # 9 min in all
+
+Per-step times come from the progress lines at steps 25 and 50 (so they
+exclude compilation); "fixed" is the rest of a run's `total_wall_s`
+(set-up, compilation, dev evaluation of student and teacher, speed test):
+
+  | run            | s / step   | fixed s | default steps | est. s / run |
+  | SST-2 teacher  | 0.88       | 57      | 150           | 190          |
+  | SST-2 student  | 0.91-1.39  | 15-18   | 100           | 110-155      |
+  | MRPC teacher   | 0.68       | 27      | 150           | 130          |
+  | MRPC student   | 0.52       | 7-13    | 100           | 60-65        |
+
+  total ~ 190 + 12 x 125 + 130 + 12 x 65 ~ 2,600 s ~ 44 min
+  (~ 2,950 s ~ 49 min with every SST-2 student at 1.39 s/step).
+
+codir is the dearest variant (kd, pkd and codir_inbatch skip the bank);
+seeds after the first of a variant load the compiled step from the
+persistent cache. On other hardware rerun the timing command above.
+
+Paper-like settings (`--full`): the whole training set, max_len 128, the
+teacher fine-tuned for 3 epochs at lr 2e-5 (BERT's GLUE recipe), students
+trained for 10 epochs at the released code's per-task lr and batch (SST-2
+1e-5 / 32, MRPC 1e-5 / 16), dev evaluation every 500 steps (the best dev
+score is kept in `best_dev`; the table reports the final one). On one
+modern GPU: about 1 h per SST-2 student (configs/glue_codir.py), minutes
+for MRPC; not run here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Iterator, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+import ml_collections  # noqa: E402
+import numpy as np  # noqa: E402
+
+from codir_jax.data import tasks as tasks_lib  # noqa: E402
+from configs import base  # noqa: E402
+from configs import glue_codir  # noqa: E402
+
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data",
+                                "glue")
+DEFAULT_TASKS = ("sst2", "mrpc")
+DEFAULT_VARIANTS = ("kd", "pkd", "codir", "codir_inbatch")
+DEFAULT_SEEDS = (0, 1, 2)
+TEACHER_SEED = 0
+
+# Schedules: `subset` fits the 60-minute CPU budget, `full` is paper-like.
+# steps = 0 trains for `epochs`; lr = None keeps glue_codir's per-task lr.
+SCHEDULES = {
+    "subset": dict(subset=2000, max_len=64, eval_limit=0, steps=100,
+                   epochs=10.0, lr=1e-4, teacher_steps=150,
+                   teacher_epochs=3.0, teacher_lr=1e-4, eval_every=0),
+    "full": dict(subset=0, max_len=128, eval_limit=0, steps=0, epochs=10.0,
+                 lr=None, teacher_steps=0, teacher_epochs=3.0,
+                 teacher_lr=2e-5, eval_every=500),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """Everything that defines an ablation (stored in results.json)."""
+
+  tasks: tuple[str, ...]
+  variants: tuple[str, ...]
+  seeds: tuple[int, ...]
+  teacher: str  # '' = the bundled all-MiniLM-L6-v2.
+  data_dir: str
+  schedule: str  # 'subset' | 'full'.
+  subset: int  # First N training examples (0 = all).
+  max_len: int
+  eval_limit: int  # First N dev examples (0 = all).
+  steps: int  # Student steps (0 = `epochs`).
+  epochs: float
+  lr: float | None  # Student lr (None = glue_codir's per-task lr).
+  teacher_steps: int  # Teacher steps (0 = `teacher_epochs`).
+  teacher_epochs: float
+  teacher_lr: float | None
+  eval_every: int  # Dev evaluation interval (0 = only at the end).
+
+
+def _schedule_overrides(c: ml_collections.ConfigDict, s: Settings, *,
+                        steps: int, epochs: float, lr: float | None) -> None:
+  c.task.data_dir = s.data_dir
+  c.task.max_len = s.max_len
+  c.task.eval_limit = s.eval_limit
+  c.optim.num_steps = steps
+  c.optim.num_epochs = epochs
+  if lr is not None:
+    c.optim.lr = lr
+  c.log.eval_every_steps = s.eval_every
+  c.log.every_steps = 25
+  if s.schedule == "subset":
+    c.ckpt.every_steps = 1000  # Short runs: only the final checkpoint.
+    c.log.tensorboard = False
+
+
+def teacher_config(s: Settings, task: str) -> ml_collections.ConfigDict:
+  """finetune_teacher config of `task` (glue_codir + overrides)."""
+  c = glue_codir.get_config(f"task={task},subset={s.subset}")
+  c.mode = "finetune_teacher"
+  c.seed = TEACHER_SEED
+  c.teacher.path = s.teacher
+  _schedule_overrides(c, s, steps=s.teacher_steps, epochs=s.teacher_epochs,
+                      lr=s.teacher_lr)
+  return c
+
+
+def student_config(s: Settings, task: str, variant: str, seed: int,
+                   teacher_dir: str) -> ml_collections.ConfigDict:
+  """distill config of one (task, variant, seed) run."""
+  c = glue_codir.get_config(
+      f"task={task},variant={variant},subset={s.subset}")
+  c.seed = seed
+  c.teacher.path = teacher_dir
+  _schedule_overrides(c, s, steps=s.steps, epochs=s.epochs, lr=s.lr)
+  return c
+
+
+def _config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def run_one(config: ml_collections.ConfigDict, workdir: str, *,
+            keep_checkpoints: bool = False) -> dict:
+  """Runs `config` in `workdir`, or reads its summary if it finished.
+
+  A finished run's `checkpoints/` are deleted unless `keep_checkpoints`
+  (they only serve to resume it; the exports stay): ~100 MB per MiniLM run.
+
+  Returns:
+    The trainer's summary plus `wall_s` (the run's own wall time, from the
+    summary) and `resumed` (True if it was read back).
+
+  Raises:
+    ValueError: `workdir` holds a finished run with a different config.
+    RuntimeError: the run was preempted (rerun the script to resume it).
+  """
+  path = os.path.join(workdir, "summary.json")
+  if os.path.exists(path):
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+      stored = json.load(f)
+    new = _config_dict(config)
+    diff = sorted(k for k in set(stored) | set(new)
+                  if stored.get(k) != new.get(k))
+    if diff:
+      raise ValueError(
+          f"{workdir} holds a finished run with another config (differs in"
+          f" {diff}); use a new --out or delete that run")
+    with open(path, encoding="utf-8") as f:
+      summary = json.load(f)
+    resumed = True
+  else:
+    # Imported here so `--help` and the table functions stay light.
+    from codir_jax.train import trainer  # pylint: disable=g-import-not-at-top
+
+    summary = trainer.train_and_evaluate(config, workdir)
+    resumed = False
+    if not keep_checkpoints and not summary.get("preempted"):
+      shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+  if summary.get("preempted"):
+    raise RuntimeError(f"run in {workdir} was preempted; rerun to resume")
+  return {**summary, "wall_s": float(summary["total_wall_s"]),
+          "resumed": resumed}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+  x = np.asarray(values, np.float64)
+  return float(x.mean()), (float(x.std(ddof=1)) if len(x) > 1 else 0.0)
+
+
+def metric_columns(task: str) -> list[str]:
+  """The task's GLUE dev metrics, plus their mean 'score' if several."""
+  names = list(tasks_lib.get_task(task).metric_names)
+  return names + ["score"] if len(names) > 1 else names
+
+
+def summarize_runs(task: str, runs: Sequence[dict]) -> dict[str, Any]:
+  """Mean ± std over seeds of each metric and of the wall time."""
+  out = {"n": len(runs), "mean": {}, "std": {}}
+  for name in metric_columns(task):
+    out["mean"][name], out["std"][name] = _mean_std(
+        [r["dev"][name] for r in runs])
+  out["wall_s_mean"], out["wall_s_std"] = _mean_std(
+      [r["wall_s"] for r in runs])
+  return out
+
+
+def _run_record(summary: dict, workdir: str, **extra) -> dict[str, Any]:
+  keep = ("dev", "best_dev", "teacher_dev", "steps", "train_wall_s",
+          "wall_s", "resumed", "speed")
+  return {**extra, "workdir": workdir,
+          **{k: summary[k] for k in keep if k in summary}}
+
+
+def check_teacher_reload(teacher_dev: dict[str, float], summary: dict,
+                         workdir: str) -> None:
+  """The distilled-from teacher must score what it scored when exported.
+
+  A student run re-evaluates its teacher (`teacher_dev`) after loading the
+  export from disk; any difference means the HF round trip lost weights,
+  so the students learned from another model.
+  """
+  reloaded = summary.get("teacher_dev")
+  if reloaded is None:
+    return
+  bad = {k: (v, reloaded.get(k)) for k, v in teacher_dev.items()
+         if reloaded.get(k) is None or abs(reloaded[k] - v) > 1e-6}
+  if bad:
+    raise RuntimeError(
+        f"{workdir}: the reloaded teacher scores {reloaded}, but the"
+        f" fine-tuned teacher scored {teacher_dev} (metric: (exported,"
+        " reloaded) = " + str(bad) + "); the teacher export does not"
+        " round-trip, so the ablation would distil from another model")
+
+
+def run_ablation(s: Settings, out: str, *,
+                 keep_checkpoints: bool = False) -> dict[str, Any]:
+  """Runs (or resumes) every run of `s` under `out`; returns the results."""
+  t0 = time.perf_counter()
+  results = {"settings": dataclasses.asdict(s), "tasks": {}}
+  for task in s.tasks:
+    tdir = os.path.join(out, task)
+    workdir = os.path.join(tdir, "teacher")
+    t_sum = run_one(teacher_config(s, task), workdir,
+                    keep_checkpoints=keep_checkpoints)
+    teacher = _run_record(t_sum, workdir, seed=TEACHER_SEED)
+    teacher_dir = t_sum["export"]
+    variants = {}
+    for variant in s.variants:
+      runs = []
+      for seed in s.seeds:
+        workdir = os.path.join(tdir, variant, f"seed{seed}")
+        summary = run_one(
+            student_config(s, task, variant, seed, teacher_dir), workdir,
+            keep_checkpoints=keep_checkpoints)
+        check_teacher_reload(teacher["dev"], summary, workdir)
+        runs.append(_run_record(summary, workdir, seed=seed))
+      variants[variant] = {"runs": runs, **summarize_runs(task, runs)}
+    results["tasks"][task] = {
+        "metrics": metric_columns(task),
+        "teacher": teacher,
+        "variants": variants,
+    }
+  results["wall_s_this_call"] = time.perf_counter() - t0
+  return results
+
+
+def _cell(mean: float, std: float, n: int, digits: int = 4) -> str:
+  """'mean ± std', or just the mean for a single run."""
+  return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+
+
+def format_markdown(results: dict[str, Any]) -> str:
+  """One table per task: teacher and every variant, mean ± std over seeds."""
+  s = results["settings"]
+  teacher = s["teacher"] or "all-MiniLM-L6-v2 (bundled)"
+  lines = [
+      "# CoDIR ablation (GLUE dev)", "",
+      f"Schedule `{s['schedule']}`: teacher {teacher}; train subset"
+      f" {s['subset'] or 'all'}, max_len {s['max_len']}, dev subset"
+      f" {s['eval_limit'] or 'all'}; student steps"
+      f" {s['steps'] or str(s['epochs']) + ' epochs'}, teacher steps"
+      f" {s['teacher_steps'] or str(s['teacher_epochs']) + ' epochs'};"
+      f" seeds {', '.join(map(str, s['seeds']))}. Cells: mean ± std"
+      " (ddof=1) over seeds; wall time per run in seconds.",
+  ]
+  for task, r in results["tasks"].items():
+    cols = r["metrics"]
+    lines += ["", f"## {tasks_lib.get_task(task).dir_name}", "",
+              "| model | seeds | " + " | ".join(cols) + " | wall s / run |",
+              "|---" * (len(cols) + 3) + "|"]
+    t = r["teacher"]
+    lines.append(
+        "| teacher (fine-tuned) | 1 | "
+        + " | ".join(_cell(t["dev"][c], 0.0, 1) for c in cols)
+        + f" | {t['wall_s']:.1f} |")
+    for name, v in r["variants"].items():
+      n = v["n"]
+      lines.append(
+          f"| {name} | {n} | "
+          + " | ".join(_cell(v["mean"][c], v["std"][c], n) for c in cols)
+          + f" | {_cell(v['wall_s_mean'], v['wall_s_std'], n, 1)} |")
+  return "\n".join(lines) + "\n"
+
+
+def plot_results(results: dict[str, Any], path: str) -> str:
+  """Bar chart per task: each GLUE dev metric's mean, ± std error bars.
+
+  Dots are the individual seeds; the teacher's bar (one run) is hatched.
+  """
+  import matplotlib  # pylint: disable=g-import-not-at-top
+
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  task_items = list(results["tasks"].items())
+  fig, axes = plt.subplots(1, len(task_items), squeeze=False,
+                           figsize=(4.5 * len(task_items) + 1, 4))
+  for ax, (task, r) in zip(axes[0], task_items):
+    cols = list(tasks_lib.get_task(task).metric_names)  # Not their mean.
+    names = ["teacher", *r["variants"]]
+    width = 0.8 / len(cols)
+    for j, col in enumerate(cols):
+      means = [r["teacher"]["dev"][col]]
+      stds = [np.nan]  # No error bar on the single teacher run.
+      seeds = [[r["teacher"]["dev"][col]]]
+      for v in r["variants"].values():
+        means.append(v["mean"][col])
+        stds.append(v["std"][col])
+        seeds.append([run["dev"][col] for run in v["runs"]])
+      x = np.arange(len(names)) + (j - (len(cols) - 1) / 2) * width
+      bars = ax.bar(x, means, width, yerr=stds, capsize=3, label=col,
+                    color=f"C{j}", alpha=0.8)
+      bars[0].set_hatch("//")
+      for xi, ys in zip(x, seeds):
+        ax.plot([xi] * len(ys), ys, "k.", markersize=4)
+    ax.set_xticks(np.arange(len(names)))
+    ax.set_xticklabels(names, rotation=20)
+    ax.set_title(f"{tasks_lib.get_task(task).dir_name} (dev)")
+    lo = min(min(r["teacher"]["dev"][c] for c in cols),
+             *(min(run["dev"][c] for run in v["runs"])
+               for v in r["variants"].values() for c in cols))
+    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper right", fontsize=8)
+  fig.suptitle("CoDIR ablation: mean ± std over seeds")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def write_results(results: dict[str, Any], out: str) -> dict[str, str]:
+  """Writes results.json, results.md and results.png; returns their paths."""
+  os.makedirs(out, exist_ok=True)
+  paths = {ext: os.path.join(out, f"results.{ext}")
+           for ext in ("json", "md", "png")}
+  with open(paths["json"], "w", encoding="utf-8") as f:
+    json.dump(results, f, indent=2, default=float)  # Keeps the run order.
+  with open(paths["md"], "w", encoding="utf-8") as f:
+    f.write(format_markdown(results))
+  plot_results(results, paths["png"])
+  return paths
+
+
+@contextlib.contextmanager
+def compilation_cache(path: str) -> Iterator[None]:
+  """Persistent XLA cache in `path` ('' = off), restored on exit.
+
+  Seeds of a variant share every shape, so all but the first load their
+  compiled steps from disk. On exit the process-wide JAX settings return to
+  what they were (this matters when `main` runs inside a test session).
+  """
+  if not path:
+    yield
+    return
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache as cc
+  # pylint: enable=g-import-not-at-top
+
+  keys = ("jax_compilation_cache_dir",
+          "jax_persistent_cache_min_compile_time_secs")
+  old = {k: getattr(jax.config, k) for k in keys}
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  cc.reset_cache()
+  try:
+    yield
+  finally:
+    for k, v in old.items():
+      jax.config.update(k, v)
+    cc.reset_cache()
+
+
+def parse_args(
+    argv: Sequence[str] | None,
+) -> tuple[Settings, argparse.Namespace]:
+  """Flags -> Settings (schedule defaults, then explicit flags)."""
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--out", required=True, help="Output directory.")
+  p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
+                 help="GLUE tasks (sst2, mrpc, stsb, ...; SST-2 works too).")
+  p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
+  p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
+                 choices=sorted(base.VARIANTS))
+  p.add_argument("--teacher", default="",
+                 help="HF dir of the teacher ('' = bundled MiniLM-L6).")
+  p.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
+                 help="GLUE root in the original TSV layout.")
+  p.add_argument("--full", action="store_true",
+                 help="Paper-like settings (GPU/TPU) instead of the subset.")
+  p.add_argument("--steps", type=int, default=None,
+                 help="Student steps (also the teacher's unless"
+                 " --teacher_steps is given; 0 = epochs).")
+  p.add_argument("--teacher_steps", type=int, default=None)
+  p.add_argument("--subset", type=int, default=None,
+                 help="First N training examples (0 = all).")
+  p.add_argument("--eval_limit", type=int, default=None,
+                 help="First N dev examples (0 = all).")
+  p.add_argument("--max_len", type=int, default=None)
+  p.add_argument("--lr", type=float, default=None, help="Student lr.")
+  p.add_argument("--teacher_lr", type=float, default=None)
+  p.add_argument("--jax_cache", default=None,
+                 help="Compilation cache dir (default <out>/jax_cache;"
+                 " '' = off).")
+  p.add_argument("--keep_checkpoints", action="store_true",
+                 help="Keep finished runs' checkpoints/ (default: delete).")
+  a = p.parse_args(argv)
+  sched = dict(SCHEDULES["full" if a.full else "subset"])
+  for key in ("subset", "eval_limit", "max_len", "lr", "teacher_lr"):
+    if getattr(a, key) is not None:
+      sched[key] = getattr(a, key)
+  if a.steps is not None:
+    sched["steps"] = a.steps
+    sched["teacher_steps"] = a.steps
+  if a.teacher_steps is not None:
+    sched["teacher_steps"] = a.teacher_steps
+  for name in a.tasks:
+    tasks_lib.get_task(name)  # Raises on unknown tasks.
+  settings = Settings(
+      tasks=tuple(tasks_lib.get_task(t).name for t in a.tasks),
+      variants=tuple(a.variants),
+      seeds=tuple(a.seeds),
+      teacher=os.path.abspath(a.teacher) if a.teacher else "",
+      data_dir=os.path.abspath(a.data_dir),
+      schedule="full" if a.full else "subset",
+      **sched,
+  )
+  if a.jax_cache is None:
+    a.jax_cache = os.path.join(a.out, "jax_cache")
+  return settings, a
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  """Runs the ablation of the flags; returns the results dict."""
+  settings, args = parse_args(argv)
+  out = os.path.abspath(args.out)
+  with compilation_cache(args.jax_cache):
+    results = run_ablation(settings, out,
+                           keep_checkpoints=args.keep_checkpoints)
+  paths = write_results(results, out)
+  print(format_markdown(results), flush=True)
+  print("Wrote " + ", ".join(paths.values()), flush=True)
+  return results
+
+
+if __name__ == "__main__":
+  main()
