@@ -37,6 +37,15 @@ Cost per device: a [B, N/n] eligibility mask and int32 cumulative count
 (5*B*N/n bytes of temporaries, e.g. 64 MB for B=32, N=400k on one device)
 and B*K*log2(N/n) searchsorted steps.
 
+Scoring. Each device scores the draws it owns. With few draws per slot
+(K * SCORE_ALL_RATIO < N/n, e.g. the released K = 100) it gathers the drawn
+rows ([B, K, P] float32, B*K*P*4 bytes of traffic). With many (K >= N/n /
+SCORE_ALL_RATIO, e.g. K = 16k, N = 64k) it scores all its slots with one
+[B, P] x [P, N/n] matmul (2*B*N/n*P flops, the same again for the query
+gradient) and takes the drawn scores, which avoids the [B, K, P] copy: at
+B = 8, K = 16k that copy is 64 MB per direction. Both give the same
+float32 dot products up to summation order.
+
 Loss combination (`bank_info_nce`). Queries and positives are replicated
 (all-gathered from the batch sharding); every device scores only the
 negatives it owns, and the log-sum-exp is combined with a pmax of the local
@@ -81,6 +90,8 @@ from codir_jax.losses import representations
 # Released code (CRD): momentum 0.5, K = 100 negatives.
 DEFAULT_MOMENTUM = 0.5
 DEFAULT_NUM_NEGATIVES = 100
+# Score the whole local shard by matmul when K * ratio >= N/n (module doc).
+SCORE_ALL_RATIO = 4
 
 
 @flax.struct.dataclass
@@ -411,8 +422,16 @@ def _local_logits(vec, lab, val, queries, positives, rng, qid, qlab, *, axis, nu
       lab, val, rng, qid, qlab, axis=axis, num_negatives=num_negatives,
       label_aware=label_aware, label_gap=label_gap)
   q = representations.upcast(queries)
-  negs = jnp.where(own[..., None], jax.lax.stop_gradient(vec)[slot], 0.0)  # [B, K, P]
-  neg = jnp.einsum("bp,bkp->bk", q, negs) / temperature  # [B, K]
+  vec = jax.lax.stop_gradient(vec)
+  if num_negatives * SCORE_ALL_RATIO >= vec.shape[0]:
+    # Many draws per slot: score every local slot with one matmul and pick
+    # the drawn scores; no [B, K, P] copy of the negatives (see module doc).
+    scores = jnp.einsum("bp,np->bn", q, vec)  # [B, N_loc]
+    neg = jnp.where(own, jnp.take_along_axis(scores, slot, axis=1), 0.0)
+  else:
+    negs = jnp.where(own[..., None], vec[slot], 0.0)  # [B, K, P]
+    neg = jnp.einsum("bp,bkp->bk", q, negs)
+  neg = neg / temperature  # [B, K]
   pos = jnp.sum(q * representations.upcast(positives), axis=-1) / temperature  # [B]
   return pos, neg, own, total
 
