@@ -109,6 +109,12 @@ def score(
   }
 
 
+def _on_devices(model: nnx.Module, mesh: Mesh):
+  """(graphdef, params replicated over `mesh`) of an NNX model."""
+  graphdef, params = nnx.split(model)
+  return graphdef, jax.device_put(params, sharding.replicated(mesh))
+
+
 def evaluate_params(graphdef, params, data, *, mesh, batch_size):
   return score(
       predict(graphdef, params, data, mesh=mesh, batch_size=batch_size), data
@@ -123,8 +129,7 @@ def evaluate_model(
     batch_size: int,
 ) -> dict[str, float]:
   """GLUE dev metrics of an NNX classifier on `data`."""
-  graphdef, params = nnx.split(model)
-  params = jax.device_put(params, sharding.replicated(mesh))
+  graphdef, params = _on_devices(model, mesh)
   return evaluate_params(
       graphdef, params, data, mesh=mesh, batch_size=batch_size
   )
@@ -145,8 +150,7 @@ def compare_speed(
   """
   out = {}
   for name, model in named_models.items():
-    graphdef, params = nnx.split(model)
-    params = jax.device_put(params, sharding.replicated(mesh))
+    graphdef, params = _on_devices(model, mesh)
     predict(graphdef, params, data, mesh=mesh, batch_size=batch_size)
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -171,8 +175,7 @@ def write_predictions(
     batch_size: int,
 ) -> list[str]:
   """GLUE submission files for every split in `splits` (split -> data)."""
-  graphdef, params = nnx.split(model)
-  params = jax.device_put(params, sharding.replicated(mesh))
+  graphdef, params = _on_devices(model, mesh)
   files = []
   for split, data in splits.items():
     logits = predict(graphdef, params, data, mesh=mesh, batch_size=batch_size)

@@ -159,7 +159,7 @@ def build_run(config, workdir: str, mesh: Mesh):
     )
 
   evaluate = functools.partial(
-      _evaluate, data=data.eval, mesh=mesh,
+      evaluation.evaluate_params, data=data.eval, mesh=mesh,
       batch_size=config.task.eval_batch_size,
   )
   return loop.Run(
@@ -181,8 +181,3 @@ def build_run(config, workdir: str, mesh: Mesh):
       **builders.run_settings(config, total_steps=total),
   ), data
 
-
-def _evaluate(graphdef, params, *, data, mesh, batch_size):
-  return evaluation.evaluate_params(
-      graphdef, params, data, mesh=mesh, batch_size=batch_size
-  )

@@ -37,27 +37,30 @@ MODES = ("finetune_teacher", "distill", "evaluate", "predict", "demo",
          "pretrain_distill")
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+def _write_atomically(path: str, text: str) -> None:
+  """Writes `text` to `path` via a temporary file and one rename."""
   if jax.process_index() != 0:
     return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, "config.json")
+  os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + ".tmp"
   with open(tmp, "w", encoding="utf-8") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+    f.write(text)
   os.replace(tmp, path)
+
+
+def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
+  _write_atomically(
+      os.path.join(workdir, "config.json"),
+      config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
+  )
 
 
 def _write_summary(workdir: str, summary: dict[str, Any],
                    name: str = "summary.json") -> None:
-  if jax.process_index() != 0:
-    return
-  os.makedirs(workdir, exist_ok=True)
-  path = os.path.join(workdir, name)
-  tmp = path + ".tmp"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(summary, f, indent=2, sort_keys=True, default=float)
-  os.replace(tmp, path)
+  _write_atomically(
+      os.path.join(workdir, name),
+      json.dumps(summary, indent=2, sort_keys=True, default=float),
+  )
 
 
 def _print_summary(title: str, summary: dict[str, Any]) -> None:

@@ -74,6 +74,17 @@ def make_glue_dir(path: str, *, num_train: int = 40, num_dev: int = 16) -> str:
                                    num_dev=num_dev, seed=0)
 
 
+def _override(c, kw):
+  """Applies `{"group__field": value}` overrides to config `c`."""
+  for key, value in kw.items():
+    node = c
+    *parents, leaf = key.split("__")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
 def tiny_config(teacher: str, data: str, arg: str | None = None, **kw):
   """configs/tiny.py pointed at the tiny teacher and task, plus overrides.
 
@@ -82,13 +93,7 @@ def tiny_config(teacher: str, data: str, arg: str | None = None, **kw):
   c = tiny.get_config(arg)
   c.teacher.path = teacher
   c.task.data_dir = data
-  for key, value in kw.items():
-    node = c
-    *parents, leaf = key.split("__")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return _override(c, kw)
 
 
 def make_mlm_teacher_dir(path: str, *, seed: int = 0,
@@ -133,10 +138,4 @@ def pretrain_config(teacher: str, train: str, heldout: str, **kw):
   c.log.every_steps = 2
   c.log.eval_every_steps = 0
   c.log.tensorboard = False
-  for key, value in kw.items():
-    node = c
-    *parents, leaf = key.split("__")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return _override(c, kw)
