@@ -36,6 +36,13 @@ def apply_released_code(config: ml_collections.ConfigDict) -> None:
   config.loss.teacher_layers = "odd"  # Teacher layers 1,3,5,... .
   config.loss.objective = "nce"  # CRD NCE (Eq. 18) instead of InfoNCE.
   config.loss.positive = "bank"  # Positive read from the other bank.
+  # fairseq sums CE and KD over the batch and divides the gradient by B,
+  # while CRD's loss is a batch mean: lambda acts as lambda / B
+  # (fairseq/criterions/sentence_prediction_crd.py).
+  config.loss.crd_batch_scaled = True
+  # CRD's ContrastMemory indexes both memories with one idx per step.
+  config.bank.shared_negatives = True
+  config.optim.clip_norm = 0.0  # run_glue_script.py: --clip-norm 0.0.
 
 
 def get_base_config() -> ml_collections.ConfigDict:
@@ -88,11 +95,19 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.loss.combine = "concat"  # 'concat' (paper) | 'per_layer' (ablation).
   c.loss.proj_dim = 128  # P, projection size (released: 128).
   c.loss.positive = "current"  # 'current' (paper) | 'bank' (released).
+  # True (released): lambda / B, B = valid rows of the batch, because the
+  # released code sums CE/KD over the batch and divides gradients by B.
+  # False (paper, codir_jax): every term is a per-example mean.
+  c.loss.crd_batch_scaled = False
 
   c.bank = ml_collections.ConfigDict()
   c.bank.num_negatives = 100  # K negatives per example (released: 100).
   c.bank.momentum = 0.5  # m in M[i] <- norm(m M[i] + (1-m) z) (released).
   c.bank.label_aware = True  # Negatives have a different label (paper).
+  # True (released, CRD): both directions score one set of negative ids;
+  # False: each direction draws its own. Draws are without replacement
+  # whenever the eligible pool has >= K slots (METHOD.md).
+  c.bank.shared_negatives = False
   # Regression tasks: a negative's score differs by more than this.
   c.bank.regression_gap = 1.0
   # Every slot is a candidate negative from step 0 (random unit-ish vectors
@@ -109,7 +124,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.b2 = 0.98  # (released: Adam betas (0.9, 0.98)).
   c.optim.eps = 1e-6  # (released).
   c.optim.warmup_frac = 0.06  # Linear warm-up share of steps (released).
-  c.optim.clip_norm = 1.0  # Global gradient-norm clip (0 = off).
+  # Global gradient-norm clip (0 = off; the released run script uses 0).
+  c.optim.clip_norm = 1.0
   c.optim.num_epochs = 10.0  # Training length (released: 10 epochs).
   c.optim.num_steps = 0  # If > 0, overrides num_epochs.
 
@@ -138,6 +154,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.log = ml_collections.ConfigDict()
   c.log.every_steps = 50  # Train metrics and the progress line.
   c.log.eval_every_steps = 1000  # Dev evaluation (0 = only at the end).
+  # Early stopping: end the run after this many dev evaluations in a row
+  # without a new best score (0 = off); best/ holds the best model.
+  c.log.eval_patience = 0
   c.log.tensorboard = True  # Also write TensorBoard event files.
 
   # pretrain_distill (CoDIR-Pre) only.
@@ -151,6 +170,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict()
   # evaluate / predict modes: HF directory to load ('' = <workdir>/student).
   c.eval.model_path = ""
+  # distill: after training, also evaluate the loaded teacher on dev and
+  # time both models' inference (summary keys teacher_dev and speed).
+  c.eval.compare_teacher = True
 
   # demo mode: finetune_teacher then distill on an embedded task.
   c.demo = ml_collections.ConfigDict()

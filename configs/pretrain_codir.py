@@ -12,8 +12,9 @@ and loads in transformers' AutoModelForMaskedLM; fine-tune it afterwards
 with configs/glue_codir.py --config.student.init=pretrained
 --config.student.path=<workdir>/student (the paper's CoDIR-Pre row).
 
-Arguments: inbatch (the paper's in-batch negatives instead of the FIFO
-queue), kd_only (lambda = 0).
+Arguments: queue (negatives from FIFO queues of recent vectors of each side,
+MoCo-style, a codir_jax extension, instead of the paper's in-batch
+negatives), kd_only (lambda = 0).
 Hardware: an 8-GPU host or TPU v4-8 for BERT-base, bf16. Runtime: depends
 on the corpus (the paper pre-trains on BookCorpus + Wikipedia).
 Expected: held-out MLM accuracy of the student a few points below the
@@ -25,13 +26,14 @@ from configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, inbatch=False, kd_only=False)
+  args = common.parse_arg(arg, queue=False, kd_only=False)
   c = base.get_base_config()
   c.mode = "pretrain_distill"
   c.task.max_len = 128
   c.loss.kd_weight = 0.5
   c.loss.crd_weight = 0.0 if args.kd_only else 0.1
-  c.loss.negatives = "in_batch" if args.inbatch else "bank"
+  # Paper: in-batch negatives; `queue`: FIFO queues (bank.queue_size slots).
+  c.loss.negatives = "bank" if args.queue else "in_batch"
   c.bank.label_aware = False  # No labels in pre-training.
   c.bank.queue_size = 4096
   c.bank.num_negatives = 256

@@ -74,14 +74,12 @@ for MRPC; not run here.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
@@ -93,6 +91,7 @@ import numpy as np  # noqa: E402
 from codir_jax.data import tasks as tasks_lib  # noqa: E402
 from configs import base  # noqa: E402
 from configs import glue_codir  # noqa: E402
+from experiments import runs  # noqa: E402
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data",
                                 "glue")
@@ -173,53 +172,6 @@ def student_config(s: Settings, task: str, variant: str, seed: int,
   return c
 
 
-def _config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def run_one(config: ml_collections.ConfigDict, workdir: str, *,
-            keep_checkpoints: bool = False) -> dict:
-  """Runs `config` in `workdir`, or reads its summary if it finished.
-
-  A finished run's `checkpoints/` are deleted unless `keep_checkpoints`
-  (they only serve to resume it; the exports stay): ~100 MB per MiniLM run.
-
-  Returns:
-    The trainer's summary plus `wall_s` (the run's own wall time, from the
-    summary) and `resumed` (True if it was read back).
-
-  Raises:
-    ValueError: `workdir` holds a finished run with a different config.
-    RuntimeError: the run was preempted (rerun the script to resume it).
-  """
-  path = os.path.join(workdir, "summary.json")
-  if os.path.exists(path):
-    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-      stored = json.load(f)
-    new = _config_dict(config)
-    diff = sorted(k for k in set(stored) | set(new)
-                  if stored.get(k) != new.get(k))
-    if diff:
-      raise ValueError(
-          f"{workdir} holds a finished run with another config (differs in"
-          f" {diff}); use a new --out or delete that run")
-    with open(path, encoding="utf-8") as f:
-      summary = json.load(f)
-    resumed = True
-  else:
-    # Imported here so `--help` and the table functions stay light.
-    from codir_jax.train import trainer  # pylint: disable=g-import-not-at-top
-
-    summary = trainer.train_and_evaluate(config, workdir)
-    resumed = False
-    if not keep_checkpoints and not summary.get("preempted"):
-      shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
-  if summary.get("preempted"):
-    raise RuntimeError(f"run in {workdir} was preempted; rerun to resume")
-  return {**summary, "wall_s": float(summary["total_wall_s"]),
-          "resumed": resumed}
-
-
 def _mean_std(values: Sequence[float]) -> tuple[float, float]:
   """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
   x = np.asarray(values, np.float64)
@@ -250,27 +202,6 @@ def _run_record(summary: dict, workdir: str, **extra) -> dict[str, Any]:
           **{k: summary[k] for k in keep if k in summary}}
 
 
-def check_teacher_reload(teacher_dev: dict[str, float], summary: dict,
-                         workdir: str) -> None:
-  """The distilled-from teacher must score what it scored when exported.
-
-  A student run re-evaluates its teacher (`teacher_dev`) after loading the
-  export from disk; any difference means the HF round trip lost weights,
-  so the students learned from another model.
-  """
-  reloaded = summary.get("teacher_dev")
-  if reloaded is None:
-    return
-  bad = {k: (v, reloaded.get(k)) for k, v in teacher_dev.items()
-         if reloaded.get(k) is None or abs(reloaded[k] - v) > 1e-6}
-  if bad:
-    raise RuntimeError(
-        f"{workdir}: the reloaded teacher scores {reloaded}, but the"
-        f" fine-tuned teacher scored {teacher_dev} (metric: (exported,"
-        " reloaded) = " + str(bad) + "); the teacher export does not"
-        " round-trip, so the ablation would distil from another model")
-
-
 def run_ablation(s: Settings, out: str, *,
                  keep_checkpoints: bool = False) -> dict[str, Any]:
   """Runs (or resumes) every run of `s` under `out`; returns the results."""
@@ -279,7 +210,7 @@ def run_ablation(s: Settings, out: str, *,
   for task in s.tasks:
     tdir = os.path.join(out, task)
     workdir = os.path.join(tdir, "teacher")
-    t_sum = run_one(teacher_config(s, task), workdir,
+    t_sum = runs.run_one(teacher_config(s, task), workdir,
                     keep_checkpoints=keep_checkpoints)
     teacher = _run_record(t_sum, workdir, seed=TEACHER_SEED)
     teacher_dir = t_sum["export"]
@@ -288,10 +219,10 @@ def run_ablation(s: Settings, out: str, *,
       runs = []
       for seed in s.seeds:
         workdir = os.path.join(tdir, variant, f"seed{seed}")
-        summary = run_one(
+        summary = runs.run_one(
             student_config(s, task, variant, seed, teacher_dir), workdir,
             keep_checkpoints=keep_checkpoints)
-        check_teacher_reload(teacher["dev"], summary, workdir)
+        runs.check_teacher_reload(teacher["dev"], summary, workdir)
         runs.append(_run_record(summary, workdir, seed=seed))
       variants[variant] = {"runs": runs, **summarize_runs(task, runs)}
     results["tasks"][task] = {
@@ -401,36 +332,6 @@ def write_results(results: dict[str, Any], out: str) -> dict[str, str]:
   return paths
 
 
-@contextlib.contextmanager
-def compilation_cache(path: str) -> Iterator[None]:
-  """Persistent XLA cache in `path` ('' = off), restored on exit.
-
-  Seeds of a variant share every shape, so all but the first load their
-  compiled steps from disk. On exit the process-wide JAX settings return to
-  what they were (this matters when `main` runs inside a test session).
-  """
-  if not path:
-    yield
-    return
-  # pylint: disable=g-import-not-at-top
-  import jax
-  from jax.experimental.compilation_cache import compilation_cache as cc
-  # pylint: enable=g-import-not-at-top
-
-  keys = ("jax_compilation_cache_dir",
-          "jax_persistent_cache_min_compile_time_secs")
-  old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  cc.reset_cache()
-  try:
-    yield
-  finally:
-    for k, v in old.items():
-      jax.config.update(k, v)
-    cc.reset_cache()
-
-
 def parse_args(
     argv: Sequence[str] | None,
 ) -> tuple[Settings, argparse.Namespace]:
@@ -494,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the ablation of the flags; returns the results dict."""
   settings, args = parse_args(argv)
   out = os.path.abspath(args.out)
-  with compilation_cache(args.jax_cache):
+  with runs.compilation_cache(args.jax_cache):
     results = run_ablation(settings, out,
                            keep_checkpoints=args.keep_checkpoints)
   paths = write_results(results, out)

@@ -21,8 +21,9 @@ Sampling (`sample_negatives`, and inside `bank_info_nce`/`bank_crd_nce`).
 For query i the eligible slots are E_i = {j : valid_j, j != id_i, and in
 label-aware mode label_eligible(y_i, label_j)} (classification: label_j !=
 y_i; regression: |label_j - y_i| > label_gap). K negatives are drawn
-uniformly from E_i WITH replacement: u_ik ~ U{0..|E_i|-1} is the global rank
-of the drawn slot among E_i in slot order. Each device counts its own
+uniformly from E_i, without replacement when |E_i| >= K and with
+replacement otherwise (METHOD.md; `sampling.draw_ranks`): u_ik in
+{0..|E_i|-1} is the global rank of the drawn slot among E_i in slot order. Each device counts its own
 eligible slots, the counts are all-gathered ([n, B] int32), and the device
 whose shard contains rank u_ik (a "stratum" = one shard's slot range) finds
 the slot locally with a searchsorted over its own cumulative count. Because u
@@ -30,12 +31,11 @@ is drawn from the replicated key with a device-independent shape and the
 rank -> slot map is the global slot order, the drawn slots (and the losses)
 are the SAME on 1 and on n devices. A shard with no eligible slot owns no
 draw; a query with no eligible slot at all gets K masked negatives (InfoNCE
-loss exactly 0 for that row, see contrastive.py). Negatives are sampled with
-replacement also when K < |E_i| (METHOD.md says "with replacement only if K
-exceeds the pool"; duplicates are rare when K << |E_i|: about K^2/(2|E_i|)).
+loss exactly 0 for that row, see contrastive.py).
 Cost per device: a [B, N/n] eligibility mask and int32 cumulative count
-(5*B*N/n bytes of temporaries, e.g. 64 MB for B=32, N=400k on one device)
-and B*K*log2(N/n) searchsorted steps.
+(5*B*N/n bytes of temporaries, e.g. 64 MB for B=32, N=400k on one device),
+B*K*log2(N/n) searchsorted steps, and the rank draw (B*K^2 comparisons, or
+B*N keys and a top-K for large K; see sampling.py), replicated.
 
 Scoring. Each device scores the draws it owns. With few draws per slot
 (K * SCORE_ALL_RATIO < N/n, e.g. the released K = 100) it gathers the drawn
@@ -86,6 +86,7 @@ from jax.sharding import PartitionSpec as PS
 
 from codir_jax.losses import contrastive
 from codir_jax.losses import representations
+from codir_jax.losses import sampling
 
 # Released code (CRD): momentum 0.5, K = 100 negatives.
 DEFAULT_MOMENTUM = 0.5
@@ -352,7 +353,9 @@ def _sample_local(lab, val, rng, query_ids, query_labels, *, axis, num_negatives
     counts = jax.lax.all_gather(e_local, axis)  # [n, B]
     d = jax.lax.axis_index(axis)
     before = jnp.sum(jnp.where(jnp.arange(counts.shape[0])[:, None] < d, counts, 0), axis=0)
-  u = jax.random.randint(rng, (b, num_negatives), 0, jnp.maximum(total, 1)[:, None])
+  n_total = n_local * (1 if axis is None else jax.lax.axis_size(axis))
+  u = sampling.draw_ranks(rng, pool=total, num=num_negatives,
+                          max_pool=n_total)  # [B, K] global ranks
   r = u - before[:, None]  # local rank, [B, K]
   own = (r >= 0) & (r < e_local[:, None]) & (total[:, None] > 0)
   # The (r+1)-th eligible local slot: first j with cum[j] > r.
@@ -383,7 +386,7 @@ def sample_negatives(
     mesh=None,
     axis: str = "data",
 ) -> tuple[jax.Array, jax.Array]:
-  """K slots per query, uniform with replacement over the eligible slots.
+  """K slots per query, uniform over the eligible slots (see sampling.py).
 
   Eligible for query i: valid, != query_ids[i], and (label_aware) a
   different label (|diff| > label_gap for regression). See module docstring.

@@ -167,6 +167,12 @@ def trainable(config, model, teacher, *, projection: bool):
 def run_settings(config, *, total_steps: int) -> dict:
   """The `loop.Run` fields every mode reads the same way from the config."""
   o = config.optim
+  if config.log.eval_patience < 0 or (
+      config.log.eval_patience and not config.log.eval_every_steps):
+    raise ValueError(
+        f"config.log.eval_patience = {config.log.eval_patience} needs"
+        " periodic dev evaluations (config.log.eval_every_steps > 0) and"
+        " must be >= 0")
   return dict(
       mode=config.mode,
       rules={k: v for k, v in config.sharding_rules},
@@ -183,5 +189,6 @@ def run_settings(config, *, total_steps: int) -> dict:
       ),
       log_every=int(config.log.every_steps),
       eval_every=int(config.log.eval_every_steps),
+      patience=int(config.log.eval_patience),
       tensorboard=bool(config.log.tensorboard),
   )

@@ -89,6 +89,8 @@ def loss_settings(config, *, task_kind, num_student, num_teacher,
       label_aware=bool(b.label_aware),
       regression_gap=float(b.regression_gap),
       num_train_examples=num_train,
+      shared_negatives=bool(b.shared_negatives),
+      crd_batch_scaled=bool(l.crd_batch_scaled),
   )
 
 

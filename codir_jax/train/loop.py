@@ -59,6 +59,9 @@ class Run:
   ckpt: checkpointing.CheckpointSettings
   log_every: int
   eval_every: int
+  # Stop after this many dev evaluations in a row without a new best score
+  # (0 = train for all steps); the best model is exported to best/.
+  patience: int
   tensorboard: bool
   export_name: str
   fingerprint: dict[str, Any]  # Settings a resumed checkpoint must share.
@@ -218,12 +221,14 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   meta = _fingerprint(run)
   restored = checkpointing.restore_latest(manager, compiled.abstract, meta)
   best: dict[str, float] = {}
+  since_best = 0  # Evaluations since the best score (early stopping).
   if restored is None:
     state = compiled.init()
   else:
     step0, state, data_state = restored
     it.set_state(data_state["iterator"])
     best = dict(data_state.get("best") or {})
+    since_best = int(data_state.get("since_best", 0))
     print(f"Resumed from step {step0} in {manager.directory}", flush=True)
   if on_ready is not None:
     on_ready()
@@ -245,13 +250,17 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   def save(force: bool) -> None:
     log.flush(step, report=False)
     checkpointing.save(
-        manager, step, state, {"iterator": it.get_state(), "best": best},
+        manager, step, state,
+        {"iterator": it.get_state(), "best": best, "since_best": since_best},
         meta, force=force,
     )
 
-  t0, preempted = time.perf_counter(), False
+  def patience_spent() -> bool:
+    return bool(run.patience) and since_best >= run.patience
+
+  t0, preempted, last_eval = time.perf_counter(), False, None
   try:
-    while step < total:
+    while step < total and not patience_spent():
       if flag.should_stop(step):
         save(force=True)
         preempted = True
@@ -265,13 +274,21 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
         log.flush(step, report=True)
       if run.eval_every and step % run.eval_every == 0 and step < total:
         scores = evaluate(state.params)
+        last_eval = (step, scores)
         writer.write(step, "eval", scores)
         print(f"  eval @ {step}: {scores}", flush=True)
         if scores["score"] > best.get("score", -math.inf):
           best = dict(scores, step=step)
+          since_best = 0
           _export(run, state.params, "best")
-      if step % run.ckpt.every_steps == 0 or step == total:
-        save(force=step == total)
+        else:
+          since_best += 1
+        if patience_spent():
+          print(f"Early stop at step {step}: no better dev score in"
+                f" {since_best} evaluations; best {best}", flush=True)
+      if (step % run.ckpt.every_steps == 0 or step == total
+          or patience_spent()):
+        save(force=step == total or patience_spent())
   finally:
     manager.wait_until_finished()
     flag.close()
@@ -279,8 +296,11 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   if preempted:
     writer.close()
     return FitResult(step, wall, None, {}, best, run.model, preempted=True)
-  final = evaluate(state.params)
-  writer.write(step, "eval", final)
+  if last_eval is not None and last_eval[0] == step:
+    final = last_eval[1]  # Stopped early right after evaluating.
+  else:
+    final = evaluate(state.params)
+    writer.write(step, "eval", final)
   writer.close()
   if final["score"] > best.get("score", -math.inf):
     best = dict(final, step=step)

@@ -9,6 +9,10 @@ the weighted objective
                                                      CE -> MSE(s, y),
                                                      KD -> MSE(s, t))
 
+(released code, `crd_batch_scaled`: lambda / B in place of lambda, B = the
+valid rows of the batch; `shared_negatives`: both directions score the same
+negative ids.)
+
 optax update; memory-bank write; step + 1. Plain fine-tuning of a teacher
 (`finetune_teacher`) is the same step with no teacher: L = CE.
 Pre-training (CoDIR-Pre, `task_kind='mlm'`): CE and KD are taken over the
@@ -59,6 +63,11 @@ class LossSettings:
   label_aware: bool = True
   regression_gap: float = 1.0
   num_train_examples: int = 0  # N of CRD NCE's normaliser.
+  # Released code: one set of negative ids for both directions (CRD).
+  shared_negatives: bool = False
+  # Released code: lambda weighs the batch-mean CRD loss while CE and KD are
+  # batch sums divided by B (fairseq), so lambda acts as lambda / B.
+  crd_batch_scaled: bool = False
 
   @property
   def is_regression(self) -> bool:
@@ -183,6 +192,8 @@ def _contrastive(cfg, z_s, z_t, batch, state, rng, mesh):
     pos_for_s = memory_bank.read(bank_t, ids=ids, mesh=mesh)
     pos_for_t = memory_bank.read(bank_s, ids=ids, mesh=mesh)
   key_s, key_t = jax.random.split(rng)
+  if cfg.shared_negatives:
+    key_t = key_s  # Same key, same labels/valid on both banks: same ids.
   loss_s, z0 = _direction(cfg, z_s, pos_for_s, bank_t, ids, batch,
                           state.log_z[0], key_s, mesh)
   loss_t, z1 = _direction(cfg, z_t, pos_for_t, bank_s, ids, batch,
@@ -283,6 +294,8 @@ def train_step(
                "pkd": cfg.pkd_weight, "crd": cfg.crd_weight}
     metrics = {n: losses.masked_sum_count(v, mask=m)
                for n, (v, m) in terms.items()}
+    if cfg.crd_batch_scaled and "crd" in metrics:
+      weights["crd"] = cfg.crd_weight / jnp.maximum(metrics["crd"][1], 1.0)
     loss = sum(weights[n] * s / jnp.maximum(c, 1.0)
                for n, (s, c) in metrics.items() if n in weights)
     metrics["loss"] = (loss, jnp.ones((), jnp.float32))

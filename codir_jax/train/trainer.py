@@ -113,7 +113,7 @@ def _train(config, workdir: str, mesh) -> dict[str, Any]:
   if summary is None:
     return _preempted(config, result)
   summary["task"] = config.task.name
-  if config.mode == "distill":
+  if config.mode == "distill" and config.eval.compare_teacher:
     summary["speed"] = evaluation.compare_speed(
         data.eval,
         {"teacher": run.teacher_model, "student": result.model},

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests.train import assets
+from experiments import runs  # noqa: E402  (REPO is on sys.path via assets)
 
 _PATH = os.path.join(assets.REPO, "experiments", "ablation.py")
 
@@ -127,11 +128,11 @@ def test_settings_subset_defaults_and_full():
 
 def test_teacher_reload_check_refuses_a_changed_teacher():
   dev = {"accuracy": 0.8, "f1": 0.85, "score": 0.825}
-  ablation.check_teacher_reload(dev, {"teacher_dev": dict(dev)}, "w")
-  ablation.check_teacher_reload(dev, {}, "w")  # Modes without the report.
+  runs.check_teacher_reload(dev, {"teacher_dev": dict(dev)}, "w")
+  runs.check_teacher_reload(dev, {}, "w")  # Modes without the report.
   with pytest.raises(RuntimeError, match="does not round-trip"):
-    ablation.check_teacher_reload(
+    runs.check_teacher_reload(
         dev, {"teacher_dev": {**dev, "accuracy": 0.79}}, "w")
   with pytest.raises(RuntimeError, match="f1"):
-    ablation.check_teacher_reload(dev, {"teacher_dev": {"accuracy": 0.8}},
+    runs.check_teacher_reload(dev, {"teacher_dev": {"accuracy": 0.8}},
                                   "w")

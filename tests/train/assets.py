@@ -59,10 +59,10 @@ def _tiny_config(tokenizer, num_layers: int, dropout: float):
 
 
 def make_teacher_dir(path: str, *, num_labels: int = 2, seed: int = 0,
-                     num_layers: int = 2) -> str:
+                     num_layers: int = 2, dropout: float = 0.1) -> str:
   """Saves a random tiny BERT classifier + tokenizer to `path`."""
   tokenizer = make_tokenizer()
-  config = _tiny_config(tokenizer, num_layers, 0.1)
+  config = _tiny_config(tokenizer, num_layers, dropout)
   model = models.SequenceClassifier(config, num_labels, rngs=nnx.Rngs(seed))
   models.save_pretrained(model, path, tokenizer=tokenizer)
   return path

@@ -39,7 +39,8 @@ def _teacher_vectors(run, params, batch):
 
 def test_fifo_queue_overwrites_oldest_first(mlm_dirs, tmp_path):
   teacher, train, heldout = mlm_dirs
-  config = assets.pretrain_config(teacher, train, heldout)
+  config = assets.pretrain_config(teacher, train, heldout,
+                                  loss__negatives="bank")
   mesh = sharding.make_mesh([("data", 1), ("model", 1)], jax.devices()[:1])
   run, _ = pretrain_run.build_run(config, str(tmp_path / "w"), mesh)
   compiled = loop.compile_run(run)
@@ -78,7 +79,7 @@ def test_pretraining_loss_falls_over_50_steps(mlm_dirs, tmp_path):
   config = assets.pretrain_config(teacher, train, heldout,
                                   optim__num_steps=50, log__every_steps=10,
                                   optim__batch_size=32, optim__lr=3e-3,
-                                  bank__queue_size=32)
+                                  bank__queue_size=32, loss__negatives="bank")
   summary = trainer.train_and_evaluate(config, str(tmp_path / "w"))
   rows = [json.loads(l) for l in open(tmp_path / "w" / "metrics.jsonl")]
   train_rows = [r for r in rows if r["split"] == "train"]
@@ -140,8 +141,10 @@ def test_pretrained_student_fine_tunes_with_codir_fine(mlm_dirs, tiny_dirs,
 
 @pytest.mark.parametrize("override, message", [
     ({"bank__label_aware": True}, "label_aware"),
-    ({"bank__queue_size": 4}, "queue_size = 4 must be >= the global batch"),
-    ({"loss__objective": "nce"}, "objective='info_nce'"),
+    ({"bank__queue_size": 4, "loss__negatives": "bank"},
+     "queue_size = 4 must be >= the global batch"),
+    ({"loss__objective": "nce", "loss__negatives": "bank"},
+     "objective='info_nce'"),
     ({"optim__num_steps": 0}, "num_steps > 0"),
 ])
 def test_pretraining_bad_settings_are_named(mlm_dirs, tmp_path, override,

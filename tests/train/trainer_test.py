@@ -219,3 +219,23 @@ def test_predict_writes_a_glue_submission_file(tmp_path, tiny_dirs):
                     enc.get("token_type_ids"))
   expected = [str(int(i)) for i in np.argmax(np.asarray(logits), -1)]
   assert [l.split("\t")[1] for l in lines[1:]] == expected
+
+
+def test_early_stopping_ends_the_run_and_keeps_the_best(tmp_path, tiny_dirs):
+  # lr 1e-12: the dev score cannot change, so the second evaluation is no
+  # better than the first and patience 1 ends the run at step 2 of 6.
+  summary, workdir = _run(
+      tmp_path, tiny_dirs, name="early", optim__lr=1e-12,
+      log__eval_every_steps=1, log__eval_patience=1)
+  assert summary["steps"] == 2
+  assert summary["best_dev"]["step"] == 1
+  evals = _rows(workdir, "eval")
+  assert [r["step"] for r in evals] == [1, 2]  # No duplicate final row.
+  assert os.path.isdir(os.path.join(workdir, "best"))
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+
+
+def test_patience_without_periodic_evaluation_is_refused(tmp_path, tiny_dirs):
+  with pytest.raises(ValueError, match="config.log.eval_patience"):
+    _run(tmp_path, tiny_dirs, name="w", log__eval_patience=2)
+  assert not (tmp_path / "w").exists()

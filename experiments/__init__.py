@@ -1,0 +1,1 @@
+"""Experiment scripts (run as files; never imported by codir_jax)."""

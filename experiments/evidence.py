@@ -1,0 +1,381 @@
+r"""Evidence: does CoDIR beat KD and PKD? One resumable driver for all runs.
+
+For each task (MRPC, STS-B, SST-2, in that order: cheapest first) it
+fine-tunes the bundled all-MiniLM-L6-v2 teacher on the FULL training set
+until the dev score stops improving (early stopping on periodic dev
+evaluations; the best checkpoint's export `best/` is the teacher), then
+distils 3-layer students (teacher layers 2, 4, 6) with kd, pkd, codir (bank)
+and codir_inbatch over 5 seeds, each until its dev score stops improving.
+On MRPC it adds the released-code variant and a lambda sweep (0.01, 1.0;
+0.1 is the codir row) over 3 seeds.
+
+  python experiments/evidence.py --out runs/evidence            # all runs
+  python experiments/evidence.py --out runs/evidence --workers 2
+  python experiments/evidence.py --out runs/evidence --report   # tables only
+
+Resuming. Every run has its own workdir under --out; a finished run (its
+summary.json) is never redone, an interrupted one resumes from its own
+checkpoint (saved at every dev evaluation). Results are also recorded in
+--results/evidence.json (committed), so a finished student run is not redone
+even if --out is lost; a lost teacher is retrained (its record must match).
+Several worker processes (--workers, or several invocations) share the
+runs through claim files in <out>/.claims/ (a dead worker's claim is
+taken over). Runs go seed-major (seed 0 of every variant, then seed 1, ...)
+so partial results are always paired.
+
+Writes <results>/evidence.json, evidence.md and evidence.png after every
+finished run. The schedule is `evidence_plan.TASKS` (its docstring says
+why); every value is stored in evidence.json. `--smoke` runs the same plan
+shape on a tiny task (tests; pass --teacher and --data_dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Sequence
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+  sys.path.insert(0, REPO)
+
+import ml_collections  # noqa: E402
+
+from codir_jax.data import tasks as tasks_lib  # noqa: E402
+from configs import glue_codir  # noqa: E402
+from experiments import evidence_plan as plan_lib  # noqa: E402
+from experiments import evidence_stats as stats  # noqa: E402
+from experiments import runs  # noqa: E402
+
+DEFAULT_RESULTS = os.path.join(REPO, "experiments", "results")
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data",
+                                "glue")
+# Keys that name places, not the recipe: excluded from the config hash.
+_PLACE_KEYS = ("task.data_dir", "teacher.path", "eval.model_path")
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  flat = _flatten(runs.config_dict(config))
+  for k in _PLACE_KEYS:
+    flat.pop(k, None)
+  text = json.dumps(flat, sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}{k}"
+    if isinstance(v, dict):
+      out.update(_flatten(v, key + "."))
+    else:
+      out[key] = v
+  return out
+
+
+@functools.lru_cache(maxsize=None)
+def code_version() -> str:
+  """HEAD's commit, '-dirty' when codir_jax/ or configs/ differ from it.
+
+  Cached: `main` reads it at start, so a long-running worker reports the
+  code it imported, not a later checkout.
+  """
+  try:
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"],
+                          cwd=REPO, capture_output=True, text=True,
+                          check=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "codir_jax", "configs"],
+        cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return head + ("-dirty" if dirty else "")
+
+
+# ----------------------------------------------------------------------------
+# Configs of the runs.
+
+
+def run_config(run: plan_lib.Run, *, data_dir: str, teacher_dir: str,
+               base_teacher: str = "",
+               tasks: dict | None = None) -> ml_collections.ConfigDict:
+  """The trainer config of one run (glue_codir + the task schedule).
+
+  Args:
+    run: the run.
+    data_dir: GLUE root.
+    teacher_dir: the fine-tuned teacher (students).
+    base_teacher: the HF dir the teacher is fine-tuned from ('' = bundled).
+    tasks: the schedules (default `evidence_plan.TASKS`).
+  """
+  sched = (tasks or plan_lib.TASKS)[run.task]
+  arg = f"task={run.task}"
+  if run.kind == "student":
+    arg += f",variant={run.variant}"
+    if run.released:
+      arg += ",released"
+  c = glue_codir.get_config(arg)
+  c.seed = run.seed
+  c.task.data_dir = data_dir
+  c.task.max_len = sched.max_len
+  c.task.min_bucket = sched.min_bucket
+  c.optim.batch_size = sched.batch_size
+  c.log.every_steps = 50
+  c.log.tensorboard = False
+  c.ckpt.keep = 1
+  if run.kind == "teacher":
+    c.mode = "finetune_teacher"
+    c.teacher.path = base_teacher  # '' = the bundled all-MiniLM-L6-v2.
+    c.optim.lr = sched.teacher_lr
+    c.optim.num_epochs = sched.teacher_epochs
+    train_size = sched.train_size
+    evals, patience = sched.teacher_evals_per_epoch, sched.teacher_patience
+  else:
+    c.teacher.path = teacher_dir
+    c.optim.lr = sched.student_lr
+    c.optim.num_epochs = sched.student_epochs
+    c.task.train_limit = sched.student_train_limit
+    train_size = sched.student_train_limit or sched.train_size
+    if run.lam is not None:
+      c.loss.crd_weight = run.lam
+    evals, patience = sched.student_evals_per_epoch, sched.student_patience
+    # Teacher dev score and inference speed once per task (seed 0 of kd):
+    # they cost minutes per run and do not change between students.
+    c.eval.compare_teacher = run.variant == "kd" and run.seed == 0
+  steps_per_epoch = -(-train_size // sched.batch_size)
+  c.log.eval_every_steps = max(1, steps_per_epoch // evals)
+  c.log.eval_patience = patience
+  c.ckpt.every_steps = c.log.eval_every_steps
+  return c
+
+
+# ----------------------------------------------------------------------------
+# Claims: several workers share the plan.
+
+
+def _claim(out: str, name: str) -> bool:
+  """Atomically claims run `name` for this process (takes over dead ones)."""
+  path = os.path.join(out, ".claims", name.replace("/", "__"))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(path, encoding="utf-8") as f:
+          pid = int(f.read().strip() or 0)
+        os.kill(pid, 0)
+        return False  # Alive: someone else runs it.
+      except (ProcessLookupError, ValueError):
+        os.remove(path)  # Stale claim of a dead worker.
+        continue
+      except (FileNotFoundError, PermissionError):
+        return False
+    with os.fdopen(fd, "w") as f:
+      f.write(str(os.getpid()))
+    return True
+  return False
+
+
+def _release(out: str, name: str) -> None:
+  path = os.path.join(out, ".claims", name.replace("/", "__"))
+  if os.path.exists(path):
+    os.remove(path)
+
+
+# ----------------------------------------------------------------------------
+# The driver.
+
+
+@dataclasses.dataclass
+class Paths:
+  """Where runs go and what they read; `tasks` = the schedules."""
+
+  out: str
+  results: str
+  data_dir: str
+  base_teacher: str = ""
+  tasks: dict | None = None
+
+
+def _load_records(paths: Paths) -> dict[str, Any]:
+  path = os.path.join(paths.results, "evidence.json")
+  if not os.path.exists(path):
+    return {}
+  with open(path, encoding="utf-8") as f:
+    return json.load(f).get("runs", {})
+
+
+def _teacher_dir(paths: Paths, task: str) -> str:
+  return os.path.join(paths.out, task, "teacher", "best")
+
+
+def _config_of(run: plan_lib.Run, paths: Paths) -> ml_collections.ConfigDict:
+  return run_config(run, data_dir=paths.data_dir,
+                    teacher_dir=_teacher_dir(paths, run.task),
+                    base_teacher=paths.base_teacher, tasks=paths.tasks)
+
+
+def _done(run: plan_lib.Run, paths: Paths, records: dict) -> bool:
+  """Finished here, or (students) recorded with the same recipe."""
+  config = _config_of(run, paths)
+  if runs.finished_summary(config, os.path.join(paths.out, run.name)):
+    return True
+  rec = records.get(run.name)
+  return (run.kind == "student" and rec is not None
+          and rec["config_hash"] == config_hash(config))
+
+
+def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
+  best = dict(summary.get("best_dev") or summary["dev"])
+  rec = {
+      "task": run.task, "kind": run.kind, "variant": run.label,
+      "seed": run.seed, "score": float(best["score"]), "best_dev": best,
+      "dev": summary["dev"], "steps": summary["steps"],
+      "wall_s": float(summary["total_wall_s"]),
+      "train_wall_s": float(summary["train_wall_s"]),
+      "config_hash": config_hash(config), "code": code_version(),
+  }
+  if run.kind == "student":
+    rec["teacher_dev"] = summary.get("teacher_dev")
+    rec["speed"] = summary.get("speed")
+    if teacher_rec is not None:
+      rec["teacher_code"] = teacher_rec.get("code")
+  return rec
+
+
+def execute(run: plan_lib.Run, paths: Paths, records: dict) -> dict:
+  """Runs (or resumes) one run and returns its record."""
+  config = _config_of(run, paths)
+  workdir = os.path.join(paths.out, run.name)
+  print(f"=== {run.name} ({time.strftime('%H:%M:%S')})", flush=True)
+  summary = runs.run_one(config, workdir)
+  teacher_rec = records.get(f"{run.task}/teacher")
+  if run.kind == "student" and teacher_rec is not None:
+    want = {k: v for k, v in teacher_rec["best_dev"].items() if k != "step"}
+    runs.check_teacher_reload(want, summary, workdir)
+  if run.kind == "teacher":
+    old = records.get(run.name)
+    if old is not None and abs(old["score"] - float(
+        (summary.get("best_dev") or summary["dev"])["score"])) > 1e-6:
+      raise RuntimeError(
+          f"{run.name}: the retrained teacher scores differently from the"
+          f" recorded one ({old['score']}); students recorded with the old"
+          " teacher would mix with new ones. Move evidence.json aside.")
+  return _record(run, summary, config, teacher_rec)
+
+
+def write_results(paths: Paths, records: dict, plan: Sequence[plan_lib.Run],
+                  ) -> dict:
+  results = plan_lib.summarize(records, plan,
+                              paths.tasks or plan_lib.TASKS)
+  os.makedirs(paths.results, exist_ok=True)
+  out = os.path.join(paths.results, "evidence.json")
+  tmp = out + f".tmp{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    json.dump({**results, "runs": records}, f, indent=1, sort_keys=True)
+  os.replace(tmp, out)
+  with open(os.path.join(paths.results, "evidence.md"), "w",
+            encoding="utf-8") as f:
+    f.write(stats.markdown(results))
+  stats.plot(results, os.path.join(paths.results, "evidence.png"))
+  return results
+
+
+def work(paths: Paths, plan: Sequence[plan_lib.Run], *,
+         poll_s: float = 30.0, max_runs: int = 0) -> int:
+  """Claims and runs pending runs until none is left; returns runs done."""
+  done_here = 0
+  while True:
+    records = _load_records(paths)
+    pending = [r for r in plan if not _done(r, paths, records)]
+    if not pending or (max_runs and done_here >= max_runs):
+      return done_here
+    ready = [r for r in pending
+             if r.kind == "teacher"
+             or _done(plan_lib.teacher_of(r), paths, records)]
+    run = next((r for r in ready if _claim(paths.out, r.name)), None)
+    if run is None:
+      time.sleep(poll_s)  # Others hold the ready runs, or teachers train.
+      continue
+    try:
+      rec = execute(run, paths, records)
+    finally:
+      _release(paths.out, run.name)
+    records = _load_records(paths)
+    records[run.name] = rec
+    write_results(paths, records, plan)
+    done_here += 1
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  p.add_argument("--out", required=True, help="Run directories.")
+  p.add_argument("--results", default=DEFAULT_RESULTS,
+                 help="Where evidence.{json,md,png} go (committed).")
+  p.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
+                 help="GLUE root in the original TSV layout.")
+  p.add_argument("--tasks", nargs="+", default=list(plan_lib.TASKS),
+                 choices=list(plan_lib.TASKS))
+  p.add_argument("--teacher", default="",
+                 help="HF dir to fine-tune as teacher ('' = bundled).")
+  p.add_argument("--smoke", action="store_true",
+                 help="Tiny schedule (tests): 64-example tasks, max_len 16.")
+  p.add_argument("--seeds", nargs="+", type=int,
+                 default=list(plan_lib.MAIN_SEEDS))
+  p.add_argument("--variants", nargs="+",
+                 default=list(plan_lib.MAIN_VARIANTS))
+  p.add_argument("--workers", type=int, default=1,
+                 help="Worker processes started by this call.")
+  p.add_argument("--max_runs", type=int, default=0,
+                 help="Stop after this many runs (0 = all).")
+  p.add_argument("--report", action="store_true",
+                 help="Only rewrite the tables and plot from evidence.json.")
+  p.add_argument("--jax_cache", default=None,
+                 help="Compilation cache (default <out>/jax_cache).")
+  return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  a = parse_args(argv)
+  code_version()  # Pins the version of the code this process imported.
+  paths = Paths(out=os.path.abspath(a.out),
+                results=os.path.abspath(a.results),
+                data_dir=os.path.abspath(a.data_dir),
+                base_teacher=os.path.abspath(a.teacher) if a.teacher else "",
+                tasks=plan_lib.SMOKE_TASKS if a.smoke else plan_lib.TASKS)
+  plan = plan_lib.make_plan(tuple(a.tasks), seeds=a.seeds,
+                            variants=a.variants, tasks=paths.tasks)
+  if a.report:
+    return write_results(paths, _load_records(paths), plan)
+  for task in a.tasks:
+    tasks_lib.get_task(task)
+  cache = os.path.join(paths.out, "jax_cache") if a.jax_cache is None else (
+      a.jax_cache)
+  if a.workers > 1:
+    child = [
+        sys.executable, os.path.abspath(__file__), "--out", paths.out,
+        "--results", paths.results, "--data_dir", paths.data_dir,
+        "--teacher", paths.base_teacher, "--jax_cache", cache,
+        "--max_runs", str(a.max_runs), "--tasks", *a.tasks,
+        "--seeds", *map(str, a.seeds), "--variants", *a.variants,
+    ] + (["--smoke"] if a.smoke else [])
+    procs = [subprocess.Popen(child) for _ in range(a.workers)]
+    codes = [p.wait() for p in procs]
+    if any(codes):
+      raise SystemExit(f"workers exited with {codes}")
+  else:
+    with runs.compilation_cache(cache):
+      work(paths, plan, max_runs=a.max_runs)
+  return write_results(paths, _load_records(paths), plan)
+
+
+if __name__ == "__main__":
+  main()

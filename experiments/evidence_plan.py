@@ -1,0 +1,214 @@
+"""What experiments/evidence.py runs (the plan) and how records summarise.
+
+The schedule per task is stated here and stored in evidence.json. Choices
+for a 2-core CPU without a GPU (issue: about 8 CPU-hours per budget):
+
+  * teachers: the whole training set, lr 5e-5 (MiniLM-L6 converges slowly
+    at BERT-base's 2e-5), evaluated `teacher_evals_per_epoch` times an
+    epoch, stopped after `teacher_patience` evaluations without a better dev
+    score; the best checkpoint is the teacher.
+  * students: 3 layers (teacher layers 2, 4, 6), the same early stopping
+    with their own cadence and patience, lr 5e-5 and at most 2 epochs for
+    every variant; SST-2 students train on a fixed subset (the first 20,000
+    training examples, as the issue allows); dev is always the full set.
+  * max_len: no training example is truncated (MRPC 104, STS-B 128, SST-2
+    64 word pieces); batches pad to the bucket of their longest example.
+  * lambda = 0.1 (codir, codir_inbatch), mu = 100 (pkd), beta = 0.5, rho = 2,
+    K = 100, tau = 0.07: configs/base.py. The released variant uses
+    lambda = 0.1 * B so that its lambda / B equals codir's 0.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+from codir_jax.data import tasks as tasks_lib
+from experiments import evidence_stats as stats
+from experiments import runs
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskSchedule:
+  train_size: int  # Training examples of the full set.
+  max_len: int
+  min_bucket: int
+  batch_size: int
+  teacher_lr: float
+  teacher_epochs: float  # Upper bound; early stopping ends sooner.
+  teacher_evals_per_epoch: int
+  teacher_patience: int  # Evaluations without improvement before stopping.
+  student_lr: float
+  student_epochs: float
+  student_train_limit: int  # 0 = the full training set.
+  student_evals_per_epoch: int
+  student_patience: int
+  target_metric: str  # The issue's teacher target.
+  target: float
+
+
+TASKS = {
+    # Longest train pair: 103 word pieces; buckets 32, 64, 104.
+    "mrpc": TaskSchedule(
+        train_size=3668, max_len=104, min_bucket=32, batch_size=16,
+        teacher_lr=5e-5, teacher_epochs=6.0, teacher_evals_per_epoch=2,
+        teacher_patience=3, student_lr=5e-5, student_epochs=2.0,
+        student_train_limit=0, student_evals_per_epoch=2,
+        student_patience=2, target_metric="accuracy", target=0.80),
+    # Longest train pair: 125 word pieces; buckets 32, 64, 128.
+    "stsb": TaskSchedule(
+        train_size=5749, max_len=128, min_bucket=32, batch_size=16,
+        teacher_lr=5e-5, teacher_epochs=6.0, teacher_evals_per_epoch=2,
+        teacher_patience=3, student_lr=5e-5, student_epochs=2.0,
+        student_train_limit=0, student_evals_per_epoch=2,
+        student_patience=2, target_metric="pearson", target=0.80),
+    # Longest train sentence: 63 word pieces; buckets 16, 32, 64.
+    "sst2": TaskSchedule(
+        train_size=67349, max_len=64, min_bucket=16, batch_size=32,
+        teacher_lr=5e-5, teacher_epochs=1.5, teacher_evals_per_epoch=4,
+        teacher_patience=3, student_lr=5e-5, student_epochs=2.0,
+        student_train_limit=20000, student_evals_per_epoch=2,
+        student_patience=2, target_metric="accuracy", target=0.88),
+}
+# --smoke: the same plan shape on a tiny task (64 train examples; tests).
+SMOKE_TASKS = {
+    name: TaskSchedule(
+        train_size=64, max_len=16, min_bucket=16, batch_size=8,
+        teacher_lr=3e-3, teacher_epochs=4.0, teacher_evals_per_epoch=1,
+        teacher_patience=2, student_lr=1e-3, student_epochs=1.0,
+        student_train_limit=0, student_evals_per_epoch=2, student_patience=1,
+        target_metric=TASKS[name].target_metric, target=TASKS[name].target)
+    for name in TASKS
+}
+MAIN_VARIANTS = ("kd", "pkd", "codir", "codir_inbatch")
+MAIN_SEEDS = (0, 1, 2, 3, 4)
+EXTRA_TASK = "mrpc"  # The released variant and the lambda sweep.
+EXTRA_SEEDS = (0, 1, 2)
+SWEEP_LAMBDAS = (0.01, 1.0)  # 0.1 is the codir row.
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  task: str
+  kind: str  # 'teacher' | 'student'.
+  variant: str = ""  # configs/base.py VARIANTS name.
+  seed: int = 0
+  lam: float | None = None  # lambda override.
+  released: bool = False
+
+  @property
+  def label(self) -> str:
+    """The row name in the tables."""
+    if self.kind == "teacher":
+      return "teacher"
+    if self.released:
+      return "released"
+    if self.lam is not None and self.variant == "codir":
+      return f"codir_lam{self.lam:g}"
+    return self.variant
+
+  @property
+  def name(self) -> str:
+    """<task>/<label>/seed<k> (the workdir under --out)."""
+    if self.kind == "teacher":
+      return f"{self.task}/teacher"
+    return f"{self.task}/{self.label}/seed{self.seed}"
+
+
+def teacher_of(run: Run) -> Run:
+  return Run(task=run.task, kind="teacher")
+
+
+def make_plan(task_names: Sequence[str], *,
+              seeds: Sequence[int] = MAIN_SEEDS,
+              variants: Sequence[str] = MAIN_VARIANTS,
+              tasks: dict[str, TaskSchedule] | None = None) -> list[Run]:
+  """Teachers, then students seed-major (paired results at any time)."""
+  tasks = TASKS if tasks is None else tasks
+  plan = []
+  for task in task_names:
+    plan.append(Run(task=task, kind="teacher"))
+    extra = []
+    if task == EXTRA_TASK:
+      batch = tasks[task].batch_size
+      extra = [Run(task, "student", "codir", lam=0.1 * batch, released=True)]
+      extra += [Run(task, "student", "codir", lam=l) for l in SWEEP_LAMBDAS]
+    for seed in seeds:
+      for v in variants:
+        plan.append(Run(task=task, kind="student", variant=v, seed=seed))
+      if seed in EXTRA_SEEDS:
+        plan += [dataclasses.replace(r, seed=seed) for r in extra]
+  return plan
+
+
+def _schedule_text(tasks: dict[str, TaskSchedule]) -> list[str]:
+  lines = []
+  for name, s in tasks.items():
+    subset = (f"first {s.student_train_limit:,} training examples"
+              if s.student_train_limit else "the full training set")
+    lines.append(
+        f"{tasks_lib.get_task(name).dir_name}: max_len {s.max_len}, batch"
+        f" {s.batch_size}; teacher on all {s.train_size:,} examples, lr"
+        f" {s.teacher_lr:g}, at most {s.teacher_epochs:g} epochs, dev"
+        f" {s.teacher_evals_per_epoch}x per epoch, patience"
+        f" {s.teacher_patience}; students on {subset}, lr {s.student_lr:g},"
+        f" at most {s.student_epochs:g} epochs, dev"
+        f" {s.student_evals_per_epoch}x per epoch, patience"
+        f" {s.student_patience} (evaluations without a better dev score)."
+        " A run's score is its best dev score (its exported best/ model).")
+  lines.append(
+      f"Seeds {list(MAIN_SEEDS)} for {', '.join(MAIN_VARIANTS)};"
+      f" {EXTRA_TASK.upper()} adds the released-code variant and lambda"
+      f" {', '.join(f'{l:g}' for l in SWEEP_LAMBDAS)} over seeds"
+      f" {list(EXTRA_SEEDS)}. Teacher: the bundled all-MiniLM-L6-v2;"
+      " students: its layers 2, 4, 6.")
+  return lines
+
+
+def summarize(records: dict[str, Any], plan: Sequence[Run],
+              tasks_sched: dict[str, TaskSchedule]) -> dict[str, Any]:
+  """evidence.json's body (without 'runs') from the run records."""
+  tasks: dict[str, Any] = {}
+  for run in plan:
+    spec = tasks_lib.get_task(run.task)
+    task = tasks.setdefault(run.task, {
+        "title": spec.dir_name,
+        "score_name": " / ".join(spec.metric_names) + (
+            " mean" if len(spec.metric_names) > 1 else ""),
+        "teacher": None, "variants": {}, "paired_vs_kd": {}})
+    rec = records.get(run.name)
+    if run.kind == "teacher":
+      if rec is not None:
+        sched = tasks_sched[run.task]
+        value = rec["best_dev"][sched.target_metric]
+        task["teacher"] = {
+            "score": rec["score"], "best_dev": rec["best_dev"],
+            "steps": rec["steps"], "target_metric": sched.target_metric,
+            "target_value": value, "meets_target": value >= sched.target,
+            "target_text": f"{sched.target_metric} >= {sched.target:g}"}
+      continue
+    v = task["variants"].setdefault(run.label, {"seeds": [], "scores": []})
+    if rec is not None:
+      v["seeds"].append(run.seed)
+      v["scores"].append(rec["score"])
+  for task in tasks.values():
+    kd = task["variants"].get("kd")
+    if kd is None:
+      continue
+    base = dict(zip(kd["seeds"], kd["scores"]))
+    for name, v in task["variants"].items():
+      if name != "kd":
+        task["paired_vs_kd"][name] = stats.paired(
+            dict(zip(v["seeds"], v["scores"])), base)
+  done = list(records.values())
+  wall_h = sum(r["wall_s"] for r in done) / 3600.0
+  cores = os.cpu_count() or 1
+  return {
+      "settings_text": _schedule_text(tasks_sched),
+      "schedule": {k: dataclasses.asdict(v) for k, v in tasks_sched.items()},
+      "tasks": tasks,
+      "compute": {"runs_done": len(done), "wall_hours": wall_h,
+                  "cores": cores, "cpu_hours": wall_h * cores,
+                  "cpu": runs.cpu_name()},
+  }

@@ -1,0 +1,151 @@
+"""Running many trainer runs from a script: resume, skip, cache, check.
+
+Shared by experiments/ablation.py and experiments/evidence.py (scripts, not
+part of codir_jax). A run is a config plus its own workdir:
+
+  * `run_one` runs it, or reads its `summary.json` back when it finished
+    (with the same config), or resumes it from its own checkpoint when it
+    was cut off; finished runs' checkpoints are deleted (the exports stay).
+  * `compilation_cache` turns on JAX's persistent compilation cache, so
+    seeds of a variant load their compiled steps from disk.
+  * `check_teacher_reload` guards against distilling from a teacher whose
+    HF export did not round-trip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+from typing import Any, Iterator
+
+import ml_collections
+
+
+def config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The config as plain JSON values (what trainer writes to config.json)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def finished_summary(config: ml_collections.ConfigDict,
+                     workdir: str) -> dict[str, Any] | None:
+  """The summary of a finished run of `config` in `workdir`, else None.
+
+  Raises:
+    ValueError: `workdir` holds a finished run with another config.
+  """
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
+    stored = json.load(f)
+  new = config_dict(config)
+  diff = sorted(k for k in set(stored) | set(new)
+                if stored.get(k) != new.get(k))
+  if diff:
+    raise ValueError(
+        f"{workdir} holds a finished run with another config (differs in"
+        f" {diff}); use a new --out or delete that run")
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def run_one(config: ml_collections.ConfigDict, workdir: str, *,
+            keep_checkpoints: bool = False) -> dict:
+  """Runs `config` in `workdir`, or reads its summary if it finished.
+
+  A finished run's `checkpoints/` are deleted unless `keep_checkpoints`
+  (they only serve to resume it; the exports stay): ~100 MB per MiniLM run.
+
+  Returns:
+    The trainer's summary plus `wall_s` (the run's own wall time, from the
+    summary) and `resumed` (True if it was read back).
+
+  Raises:
+    ValueError: `workdir` holds a finished run with a different config.
+    RuntimeError: the run was preempted (rerun the script to resume it).
+  """
+  summary = finished_summary(config, workdir)
+  resumed = summary is not None
+  if summary is None:
+    # Imported here so `--help` and the table functions stay light.
+    from codir_jax.train import trainer  # pylint: disable=g-import-not-at-top
+
+    summary = trainer.train_and_evaluate(config, workdir)
+    if not keep_checkpoints and not summary.get("preempted"):
+      shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+  if summary.get("preempted"):
+    raise RuntimeError(f"run in {workdir} was preempted; rerun to resume")
+  return {**summary, "wall_s": float(summary["total_wall_s"]),
+          "resumed": resumed}
+
+
+def check_teacher_reload(teacher_dev: dict[str, float], summary: dict,
+                         workdir: str) -> None:
+  """The distilled-from teacher must score what it scored when exported.
+
+  A student run re-evaluates its teacher (`teacher_dev`) after loading the
+  export from disk; any difference means the HF round trip lost weights,
+  so the students learned from another model.
+  """
+  reloaded = summary.get("teacher_dev")
+  if reloaded is None:
+    return
+  bad = {k: (v, reloaded.get(k)) for k, v in teacher_dev.items()
+         if reloaded.get(k) is None or abs(reloaded[k] - v) > 1e-6}
+  if bad:
+    raise RuntimeError(
+        f"{workdir}: the reloaded teacher scores {reloaded}, but the"
+        f" fine-tuned teacher scored {teacher_dev} (metric: (exported,"
+        " reloaded) = " + str(bad) + "); the teacher export does not"
+        " round-trip, so the students would learn from another model")
+
+
+@contextlib.contextmanager
+def compilation_cache(path: str) -> Iterator[None]:
+  """Persistent XLA cache in `path` ('' = off), restored on exit.
+
+  Seeds of a variant share every shape, so all but the first load their
+  compiled steps from disk. On exit the process-wide JAX settings return to
+  what they were (this matters when a script's `main` runs inside a test
+  session).
+  """
+  if not path:
+    yield
+    return
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from jax.experimental.compilation_cache import compilation_cache as cc
+  # pylint: enable=g-import-not-at-top
+
+  keys = ("jax_compilation_cache_dir",
+          "jax_persistent_cache_min_compile_time_secs")
+  old = {k: getattr(jax.config, k) for k in keys}
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  cc.reset_cache()
+  try:
+    yield
+  finally:
+    for k, v in old.items():
+      jax.config.update(k, v)
+    cc.reset_cache()
+
+
+def cpu_name() -> str:
+  """CPU model and ISA (AVX-512 or AVX2), for the compute line."""
+  model, flags = "", ""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name") and not model:
+          model = line.split(":", 1)[1].strip()
+        if line.startswith("flags"):
+          flags = line
+  except OSError:
+    pass
+  isa = "AVX-512" if "avx512f" in flags else (
+      "AVX2" if "avx2" in flags else "no AVX2")
+  return f"{model or platform.machine()}, {isa}"
