@@ -61,23 +61,17 @@ DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data",
 _PLACE_KEYS = ("task.data_dir", "teacher.path", "eval.model_path")
 
 
-def config_hash(config: ml_collections.ConfigDict) -> str:
-  flat = _flatten(runs.config_dict(config))
+def recipe(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The flat config without the keys that name places (paths)."""
+  flat = runs.flatten(runs.config_dict(config))
   for k in _PLACE_KEYS:
     flat.pop(k, None)
-  text = json.dumps(flat, sort_keys=True)
+  return flat
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  text = json.dumps(recipe(config), sort_keys=True)
   return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    key = f"{prefix}{k}"
-    if isinstance(v, dict):
-      out.update(_flatten(v, key + "."))
-    else:
-      out[key] = v
-  return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -229,8 +223,11 @@ def _done(run: plan_lib.Run, paths: Paths, records: dict) -> bool:
   if runs.finished_summary(config, os.path.join(paths.out, run.name)):
     return True
   rec = records.get(run.name)
-  return (run.kind == "student" and rec is not None
-          and rec["config_hash"] == config_hash(config))
+  if run.kind != "student" or rec is None:
+    return False
+  if "config" in rec:  # Keys added to the code later, at default, agree.
+    return not runs.config_differences(rec["config"], recipe(config))
+  return rec["config_hash"] == config_hash(config)
 
 
 def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
@@ -241,7 +238,8 @@ def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
       "dev": summary["dev"], "steps": summary["steps"],
       "wall_s": float(summary["total_wall_s"]),
       "train_wall_s": float(summary["train_wall_s"]),
-      "config_hash": config_hash(config), "code": code_version(),
+      "config_hash": config_hash(config), "config": recipe(config),
+      "code": code_version(),
   }
   if run.kind == "student":
     rec["teacher_dev"] = summary.get("teacher_dev")

@@ -29,21 +29,52 @@ def config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{'a': {'b': 1}} -> {'a.b': 1}."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_differences(stored: dict[str, Any],
+                       new: dict[str, Any]) -> list[str]:
+  """Flat keys whose values differ between a stored config and a new one.
+
+  A key that exists only in `new` and holds its configs/base.py default is
+  not a difference: it was added to the code after the run was made and
+  leaves the recipe as it was (e.g. a new feature, off by default).
+  """
+  from configs import base  # pylint: disable=g-import-not-at-top
+
+  defaults = flatten(config_dict(base.get_base_config()))
+  old, cur = flatten(stored), flatten(new)
+  diff = []
+  for key in sorted(set(old) | set(cur)):
+    if key not in old and key in defaults and cur[key] == defaults[key]:
+      continue
+    if old.get(key, KeyError) != cur.get(key, KeyError):
+      diff.append(key)
+  return diff
+
+
 def finished_summary(config: ml_collections.ConfigDict,
                      workdir: str) -> dict[str, Any] | None:
   """The summary of a finished run of `config` in `workdir`, else None.
 
   Raises:
-    ValueError: `workdir` holds a finished run with another config.
+    ValueError: `workdir` holds a finished run with another config (see
+      `config_differences`).
   """
   path = os.path.join(workdir, "summary.json")
   if not os.path.exists(path):
     return None
   with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
     stored = json.load(f)
-  new = config_dict(config)
-  diff = sorted(k for k in set(stored) | set(new)
-                if stored.get(k) != new.get(k))
+  diff = config_differences(stored, config_dict(config))
   if diff:
     raise ValueError(
         f"{workdir} holds a finished run with another config (differs in"

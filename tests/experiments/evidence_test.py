@@ -115,3 +115,18 @@ def test_a_live_claim_blocks_and_a_dead_one_is_taken_over(tmp_path):
   path = tmp_path / ".claims" / "mrpc__kd__seed0"
   path.write_text("999999999")  # No such process.
   assert evidence._claim(str(tmp_path), "mrpc/kd/seed0")  # pylint: disable=protected-access
+
+
+def test_keys_added_later_at_their_default_do_not_change_the_recipe():
+  from experiments import runs  # pylint: disable=g-import-not-at-top
+  from configs import base  # pylint: disable=g-import-not-at-top
+
+  new = runs.config_dict(base.get_base_config())
+  stored = json.loads(json.dumps(new))
+  del stored["log"]["eval_patience"]  # A run made before the key existed.
+  assert runs.config_differences(stored, new) == []
+  new["log"]["eval_patience"] = 3  # ... but not when it is switched on.
+  assert runs.config_differences(stored, new) == ["log.eval_patience"]
+  stored["optim"]["lr"] = 1.0
+  assert runs.config_differences(stored, new) == ["log.eval_patience",
+                                                  "optim.lr"]
