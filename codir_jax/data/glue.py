@@ -31,6 +31,7 @@ Every example's id is its index in its split (0..N-1 in file order), which
 the contrastive memory bank keys on.
 """
 
+import codecs
 import dataclasses
 import os
 from typing import NoReturn, Sequence
@@ -38,6 +39,7 @@ from typing import NoReturn, Sequence
 import numpy as np
 
 from codir_jax.data import tasks as tasks_lib
+from codir_jax.data import utf8
 
 # Label fill value of unlabelled (test) splits.
 NO_LABEL_INT = -1
@@ -89,9 +91,14 @@ def _read_lines(path: str) -> list[str]:
   """Lines of `path`, split on '\\n' only (text may hold '\\r', U+2028...)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'GLUE file not found: expected {path}')
-  # utf-8-sig drops MRPC's BOM; newline='' keeps lone '\r' inside text.
-  with open(path, encoding='utf-8-sig', newline='') as f:
-    text = f.read()
+  with open(path, 'rb') as f:
+    data = f.read()
+  # Drop MRPC's BOM; decoding bytes keeps lone '\r' inside text.
+  bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+  try:
+    text = data[bom:].decode('utf-8')
+  except UnicodeDecodeError as e:
+    raise utf8.not_utf8(path, bom + e.start) from e
   if not text.strip():
     raise ValueError(f'{path} is empty')
   if '\r\n' in text:
@@ -128,9 +135,9 @@ def read_glue_tsv(
 
   Raises:
     FileNotFoundError: the file is missing (the message names the path).
-    ValueError: the file is empty or has no data rows, a row has the wrong
-      number of fields, or a label is unknown (the message names file and
-      1-based line number).
+    ValueError: the file is not UTF-8, is empty or has no data rows, a row
+      has the wrong number of fields, or a label is unknown (the message
+      names file and 1-based line number).
   """
   spec = tasks_lib.get_task(task)
   layout = spec.layout(split)

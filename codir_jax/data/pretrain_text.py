@@ -1,6 +1,8 @@
 """Streaming masked-LM batches from raw text files (CoDIR-Pre, issue 6).
 
-Reading. Files (paths or globs, each glob expanded in sorted order) are read
+Reading. Files (paths or globs, each glob expanded in sorted order) must be
+UTF-8: the constructor scans them once, streaming, and a byte that is not
+UTF-8 is a ValueError naming the file and the line. They are then read
 lazily with `readline(chunk_bytes)`: one document per line
 (`doc_format='line'`) or documents separated by blank lines
 (`'blank_line'`; the lines of a document are joined by a space, and the end
@@ -67,6 +69,8 @@ from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import tokenizers
+
+from codir_jax.data import utf8
 
 Batch = dict[str, np.ndarray]
 DOC_FORMATS = ('line', 'blank_line')
@@ -165,7 +169,11 @@ class _TextReader:
       if not complete:
         raw = raw[: _cut(raw)]
         self._file.seek(start.offset + len(raw))
-      text = raw.decode('utf-8', errors='replace')
+      try:
+        text = raw.decode('utf-8')
+      except UnicodeDecodeError as e:  # the file changed after the check
+        path = self._files[start.file]
+        raise utf8.not_utf8(path, start.offset + e.start) from e
       if not start.mid_line:
         text = text.lstrip()
       if complete:
@@ -382,6 +390,8 @@ class PretrainIterator(Iterator[Batch]):
       raise ValueError(f'shuffle_buffer {shuffle_buffer} is not a multiple of'
                        f' the global batch size {self._global_batch}')
     self.files = resolve_files(paths)
+    for path in self.files:
+      utf8.check_file(path)
     self._special = np.asarray(sorted(set(tokenizer.all_special_ids) | {
         self._start_id, self._end_id, self._pad_id, self._mask_id}), np.int32)
     self._random_ids = np.setdiff1d(

@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import pathlib
+import pickle
 import shutil
 import tempfile
 from typing import Any
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 import safetensors.numpy
 
+from codir_jax.models import hf_dir
 from codir_jax.models.encoder import Encoder
 from codir_jax.models.encoder import EncoderConfig
 from codir_jax.models.heads import MaskedLM
@@ -141,33 +143,42 @@ def _unflatten(flat: dict[tuple[Any, ...], Any]) -> dict[Any, Any]:
 def _read_tensors(path: pathlib.Path) -> dict[str, np.ndarray]:
   """Reads every tensor of a HF directory as numpy arrays."""
   if (path / _SAFETENSORS).is_file():
-    return safetensors.numpy.load_file(path / _SAFETENSORS)
+    return hf_dir.load_safetensors(path / _SAFETENSORS)
   if (path / _INDEX).is_file():
-    shards = sorted(set(json.loads(
-        (path / _INDEX).read_text())["weight_map"].values()))
+    weight_map = hf_dir.read_json_object(path / _INDEX).get("weight_map")
+    if not isinstance(weight_map, dict):
+      raise ValueError(f"{path / _INDEX}: no 'weight_map' object.")
     tensors = {}
-    for shard in shards:
+    for shard in sorted(set(weight_map.values())):
       if not (path / shard).is_file():
-        raise FileNotFoundError(f"Missing shard {path / shard}.")
-      tensors.update(safetensors.numpy.load_file(path / shard))
+        raise FileNotFoundError(
+            f"Missing shard {path / shard} (listed in {path / _INDEX}).")
+      tensors.update(hf_dir.load_safetensors(path / shard))
     return tensors
   if (path / _TORCH_BIN).is_file():
     import torch  # pylint: disable=g-import-not-at-top  # Optional dep.
-    state = torch.load(path / _TORCH_BIN, map_location="cpu",
-                       weights_only=True)
+    try:
+      state = torch.load(path / _TORCH_BIN, map_location="cpu",
+                         weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
+      why = (str(e).splitlines() or [""])[0]
+      raise ValueError(
+          f"{path / _TORCH_BIN}: not a readable torch checkpoint"
+          f" ({type(e).__name__}: {why}); re-export or re-download it.") from e
     return {k: (v.float() if v.is_floating_point() else v).numpy()
             for k, v in state.items()}
   raise FileNotFoundError(
       f"No weights in {path}: expected {_SAFETENSORS}, {_INDEX} or "
-      f"{_TORCH_BIN}.")
+      f"{_TORCH_BIN}, but {hf_dir.listing(path)}.")
 
 
 def _read_config(path: pathlib.Path) -> dict[str, Any]:
-  if not path.is_dir():
-    raise FileNotFoundError(f"Model directory {path} does not exist.")
+  path = hf_dir.require_dir(path, "Model directory")
   if not (path / "config.json").is_file():
-    raise FileNotFoundError(f"Missing {path / 'config.json'}.")
-  return json.loads((path / "config.json").read_text())
+    raise FileNotFoundError(
+        f"Missing {path / 'config.json'}: {path} is not a Hugging Face model"
+        f" directory ({hf_dir.listing(path)}).")
+  return hf_dir.read_json_object(path / "config.json")
 
 
 def _build(config: EncoderConfig, head: str, num_labels: int | None,
@@ -202,7 +213,8 @@ def from_pretrained(path: str | os.PathLike[str], *, head: str = "base",
 
   Raises:
     FileNotFoundError: missing directory, config.json or weights.
-    ValueError: unsupported model_type/head, missing encoder tensors, or a
+    ValueError: a corrupt config.json or weights file (the message names
+      it), unsupported model_type/head, missing encoder tensors, or a
       tensor whose shape differs from the model's.
   """
   if head not in HEADS:
@@ -315,11 +327,29 @@ def save_pretrained(model: Model, path: str | os.PathLike[str], *,
 
 
 def load_tokenizer(path: str | os.PathLike[str]):
-  """Loads the HF tokenizer saved in a local directory (never downloads)."""
-  path = pathlib.Path(path)
-  if not path.is_dir():
-    raise FileNotFoundError(f"Tokenizer directory {path} does not exist.")
+  """Loads the HF tokenizer saved in a local directory (never downloads).
+
+  Raises:
+    FileNotFoundError: `path` is not a directory or has no tokenizer files.
+    ValueError: a tokenizer file is corrupt, or the vocabulary holds only
+      special tokens (the message names the file or the directory).
+  """
+  path = hf_dir.check_tokenizer_dir(path)
   from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top
   # from_pretrained(dir) reads vocab/merges itself; building a fast tokenizer
   # from `vocab_file=` silently yields an empty vocabulary (ECOSYSTEM.md).
-  return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+  # On a malformed file transformers and the Rust tokenizers raise OSError,
+  # ValueError, KeyError or a bare Exception: all mean "a file is bad".
+  try:
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    raise ValueError(
+        f"{path}: cannot load the tokenizer ({type(e).__name__}: {e}); a"
+        " tokenizer file there is corrupt or incomplete: re-export or"
+        " re-download it.") from e
+  num_special = len(set(tokenizer.all_special_ids))
+  if len(tokenizer) <= num_special:
+    raise ValueError(
+        f"{path}: the tokenizer holds only its {num_special} special tokens;"
+        " its vocabulary file is empty or unreadable.")
+  return tokenizer
