@@ -12,7 +12,8 @@ the arrays' addressable shards, expected N*P*4/n per bank), XLA's
 per-device temporary bytes, the collectives in the compiled HLO with their
 largest payload, and the median step time. The bank is confirmed not
 all-gathered when every shard holds N*P*4/n bytes and no collective in the
-HLO moves an [N, P]-sized (or [N/n, P]-sized) array.
+HLO moves an [N, P]-sized (or [N/n, P]-sized) array. The printed machine
+line (CPU, ISA, bf16, XLA dot backend; common.py) goes with the table.
 
   python benchmarks/bank_devices.py [--grid 1024:65536,16384:65536,...]
       [--batch_size 8 --steps 3 --warmup 1] [--small] [--out FILE.json]
@@ -25,10 +26,8 @@ import json
 import os
 import re
 import statistics
-import subprocess
-import sys
-import tempfile
-import time
+
+import common
 
 _PROJ = 128
 _COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all",
@@ -109,16 +108,19 @@ def measure(k: int, n: int, devices: int, args) -> dict:
   mem = exe.memory_analysis()
   shard_bytes = sorted({s.data.nbytes
                         for s in banks[0].vectors.addressable_shards})
-  bank_s, bank_t = banks
-  times = []
-  for i in range(args.warmup + args.steps):
-    rng = jax.random.fold_in(key, 100 + i)
-    t0 = time.perf_counter()
-    bank_s, bank_t, loss, grads = exe(bank_s, bank_t, z[0], z[1], rng, ids,
+  rngs = iter([jax.random.fold_in(key, 100 + i)
+               for i in range(args.warmup + args.steps)])
+  carry = list(banks)  # [bank_s, bank_t], donated and replaced each step.
+
+  def one_step():
+    bank_s, bank_t, loss, grads = exe(*carry, z[0], z[1], next(rngs), ids,
                                       q_labels)
-    jax.block_until_ready((bank_s, bank_t, loss, grads))
-    if i >= args.warmup:
-      times.append(time.perf_counter() - t0)
+    carry[:] = [bank_s, bank_t]
+    jax.block_until_ready((carry, loss, grads))
+    return loss
+
+  times, loss = common.time_calls(one_step, steps=args.steps,
+                                  warmup=args.warmup)
   largest = max((c["elements"] for c in colls), default=0)
   return dict(
       k=k, n=n, devices=devices, times=times,
@@ -159,34 +161,24 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--warmup", type=int, default=1)
   parser.add_argument("--small", action="store_true")
-  parser.add_argument("--out", default=None)
-  parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-  parser.add_argument("--_result", default=None, help=argparse.SUPPRESS)
+  common.add_worker_flags(parser)
   args = parser.parse_args()
   if args.small:
     args.grid = "64:1024,256:4096"
-  if args._worker:  # pylint: disable=protected-access
-    with open(args._result, "w") as f:  # pylint: disable=protected-access
-      json.dump(worker(args), f)
+  if common.worker_main(args, {"cpu8": worker}, pin=False):
     return
-  with open("/proc/loadavg") as f:
-    load = " ".join(f.read().split()[:3])
-  print(f"before: load {load}", flush=True)
+  load = common.load_snapshot()
+  print(f"before: {load}", flush=True)
   env = dict(os.environ, JAX_PLATFORMS="cpu",
              XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") +
                         " --xla_force_host_platform_device_count=8").strip())
-  argv = [a for a in sys.argv[1:] if not a.startswith("--out")]
-  if args.out:
-    argv = [a for a in argv if a != args.out]
-  with tempfile.TemporaryDirectory() as tmp:
-    path = os.path.join(tmp, "rows.json")
-    subprocess.run([sys.executable, __file__, "--_worker", "1", "--_result",
-                    path] + argv, check=True, env=env)
-    with open(path) as f:
-      rows = json.load(f)
+  machine = common.machine_info(env=env)
+  rows = common.run_worker(__file__, "cpu8", common.worker_argv(args),
+                           env=env)
   print(f"\nSharded bank step (2 x bank_info_nce + grad + 2 x write), "
         f"B={args.batch_size} P={_PROJ}, 8 fake CPU devices on the shared "
-        f"cores, median of {args.steps} after {args.warmup} warm-up\n")
+        f"cores, median of {args.steps} after {args.warmup} warm-up")
+  print(common.machine_line(machine) + "\n")
   print("| K | N | devices | bank MB/device (one bank) | expected N*P*4/n "
         "MB | temp MB/device | largest collective (elements) | "
         "bank gathered? | s/step |")
@@ -208,7 +200,8 @@ def main() -> None:
     with open(args.out, "w") as f:
       json.dump({"args": {k: v for k, v in vars(args).items()
                           if not k.startswith("_")}, "load_before": load,
-                 "rows": rows, "confirmed": ok}, f, indent=1)
+                 "machine": machine, "rows": rows, "confirmed": ok}, f,
+                indent=1)
 
 
 if __name__ == "__main__":

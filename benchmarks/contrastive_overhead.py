@@ -8,11 +8,12 @@ negatives per direction, momentum writes) and KD-only (crd_weight 0: no
 heads, no bank; CE + KD). Overhead = (t_codir - t_kd) / t_codir, the
 share of the CoDIR step spent on the contrastive part. Target (issue 7):
 <= 5% at K = 16k. The KD-only step is measured once (it does not depend on
-K). Everything runs in one pinned subprocess (see train_step.py); all
-variants are compiled first and then stepped in interleaved rounds (one
-step of each per round), so load from other processes on the shared CPU
-hits them alike. "paired overhead" is the median over rounds of the
-per-round overhead.
+K). Everything runs in one pinned subprocess (common.py); all variants
+are compiled first (setup_models.build_jax_step) and then stepped in
+interleaved rounds (one step of each per round), so load from other
+processes on the shared CPU hits them alike. "paired overhead" is the
+median over rounds of the per-round overhead. The printed machine line
+(CPU, ISA, bf16, XLA dot backend) goes with the table.
 
   python benchmarks/contrastive_overhead.py [--ks 1024,16384,65536]
       [--batch_size 8 --seq_len 128 --steps 5 --warmup 2] [--small]
@@ -24,10 +25,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
-import time
 
-import train_step as ts
+import common
+import setup_models
 
 
 def worker(args) -> dict:
@@ -50,25 +50,28 @@ def worker(args) -> dict:
   built = {}
   for name, (crd, k, n) in variants.items():
     args.num_negatives, args.bank_size = k, n
-    exe, state, batch, tp, flops = ts.build_jax_step(args, crd_weight=crd)
+    exe, state, batch, tp, flops = setup_models.build_jax_step(
+        args, crd_weight=crd)
     built[name] = [exe, state, batch, tp]
-    variants[name] = dict(crd_weight=crd, k=k, bank_size=n, flops=flops,
-                          times=[])
-  for i in range(args.warmup + args.steps):
-    for name, b in built.items():
-      exe, state, batch, tp = b
-      t0 = time.perf_counter()
-      state, metrics = exe(state, batch, tp)
-      jax.block_until_ready((state, metrics))
-      if i >= args.warmup:
-        variants[name]["times"].append(time.perf_counter() - t0)
-      b[1] = state
+    variants[name] = dict(crd_weight=crd, k=k, bank_size=n, flops=flops)
+
+  def step(b):
+    exe, state, batch, tp = b
+    b[1], metrics = exe(state, batch, tp)
+    jax.block_until_ready((b[1], metrics))
+
+  times = common.interleaved(
+      {name: lambda b=b: step(b) for name, b in built.items()},
+      steps=args.steps, warmup=args.warmup)
+  for name, t in times.items():
+    variants[name]["times"] = t
   return variants
 
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ts.add_common_flags(parser)
+  common.add_common_flags(parser)
+  common.add_worker_flags(parser)
   parser.add_argument("--ks", default="1024,16384,65536")
   parser.add_argument("--min_bank", type=int, default=65536,
                       help="N = max(4K, min_bank)")
@@ -76,30 +79,24 @@ def main() -> None:
                       help="override memory_bank.SCORE_ALL_RATIO (0 = "
                       "always gather the [B, K, P] negatives, as before "
                       "issue 7)")
-  parser.add_argument("--out", default=None)
-  parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-  parser.add_argument("--_result", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.small:
     args.batch_size, args.seq_len = min(args.batch_size, 4), 32
     args.ks, args.min_bank = "64,256", 1024
-  if args._worker:  # pylint: disable=protected-access
-    ts.pin_cores(args.threads)
-    with open(args._result, "w") as f:  # pylint: disable=protected-access
-      json.dump(worker(args), f)
+  if common.worker_main(args, {"jax": worker}):
     return
-  argv = [a for a in sys.argv[1:] if not a.startswith("--out")]
-  if args.out:
-    argv = [a for a in argv if a != args.out]
-  load = ts.load_snapshot()
+  argv = common.worker_argv(args)
+  machine = common.machine_info()
+  load = common.load_snapshot()
   print(f"before: {load}", flush=True)
-  r = ts.run_worker(__file__, "jax", argv)
+  r = common.run_worker(__file__, "jax", argv)
   kd_run = r.pop("kd_only")
   kd_times, kd_flops = kd_run["times"], kd_run["flops"] or 0
   kd = statistics.median(kd_times)
   print(f"\nCoDIR vs KD-only train step (JAX), B={args.batch_size} "
         f"T={args.seq_len} P=128, {args.threads} cores, median of "
-        f"{args.steps} interleaved rounds after {args.warmup} warm-up\n")
+        f"{args.steps} interleaved rounds after {args.warmup} warm-up")
+  print(common.machine_line(machine) + "\n")
   print("| K | N | KD-only s/step | CoDIR s/step | overhead % of step | "
         "paired overhead % | extra GFLOP |")
   print("|---|---|---|---|---|---|---|")
@@ -128,7 +125,8 @@ def main() -> None:
     with open(args.out, "w") as f:
       json.dump({"args": {k: v for k, v in vars(args).items()
                           if not k.startswith("_")},
-                 "load_before": load, "kd_only_times": kd_times,
+                 "load_before": load, "machine": machine,
+                 "kd_only_times": kd_times,
                  "rows": rows}, f, indent=1)
 
 

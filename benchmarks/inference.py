@@ -9,8 +9,10 @@ logits only, deterministic) under one `jax.jit` each, compiled ahead of
 time. Target (issue 7): student >= 1.9x the teacher. `--frameworks
 jax,torch` adds the same pair as transformers `BertForSequenceClassification`
 in PyTorch eager (`torch.inference_mode`) for reference. Each framework
-runs in its own pinned subprocess (see train_step.py); teacher and student
-calls alternate (one of each per round).
+runs in its own pinned subprocess (common.py); teacher and student calls
+alternate (one of each per round). Models come from setup_models.py. The
+printed machine line (CPU, ISA, bf16, XLA dot backend) goes with the table:
+the numbers depend on it.
 
   python benchmarks/inference.py [--batch_size 8 --seq_len 128 --steps 5
       --warmup 2] [--small] [--frameworks jax] [--out FILE.json]
@@ -22,26 +24,20 @@ import argparse
 import functools
 import json
 import statistics
-import sys
-import time
 
-import train_step as ts
+import common
+import setup_models
 
 
 def _interleaved(fns, steps, warmup) -> dict:
-  """Times {name: (fn, flops)} in rounds (one call of each per round).
+  """Times {name: (fn, flops)} in rounds -> {name: {times, flops}}.
 
-  Interleaving makes load from other processes on the shared CPU hit the
-  teacher and the student alike.
+  Interleaving (common.interleaved) makes load from other processes on the
+  shared CPU hit the teacher and the student alike.
   """
-  out = {name: dict(times=[], flops=flops) for name, (_, flops) in fns.items()}
-  for i in range(warmup + steps):
-    for name, (fn, _) in fns.items():
-      t0 = time.perf_counter()
-      fn()
-      if i >= warmup:
-        out[name]["times"].append(time.perf_counter() - t0)
-  return out
+  times = common.interleaved({n: fn for n, (fn, _) in fns.items()},
+                             steps=steps, warmup=warmup)
+  return {n: dict(times=times[n], flops=fl) for n, (_, fl) in fns.items()}
 
 
 def jax_worker(args) -> dict:
@@ -53,8 +49,9 @@ def jax_worker(args) -> dict:
   from codir_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
 
   gpu = jax.default_backend() == "gpu"
-  teacher, student = ts.jax_models(args, jnp.bfloat16 if gpu else None)
-  host = ts.host_batch(args, [0] * max(args.batch_size, 8))
+  teacher, student = setup_models.jax_models(
+      args, jnp.bfloat16 if gpu else None)
+  host = setup_models.host_batch(args, [0] * max(args.batch_size, 8))
   batch = {k: jnp.asarray(host[k])
            for k in ("input_ids", "attention_mask", "token_type_ids")}
   fns = {}
@@ -78,8 +75,8 @@ def torch_worker(args) -> dict:
   torch.set_num_interop_threads(1)
   gpu = torch.cuda.is_available()
   device = torch.device("cuda" if gpu else "cpu")
-  teacher, student = ts.torch_models(args)
-  host = ts.host_batch(args, [0] * max(args.batch_size, 8))
+  teacher, student = setup_models.torch_models(args)
+  host = setup_models.host_batch(args, [0] * max(args.batch_size, 8))
   batch = {k: torch.as_tensor(np.asarray(host[k])).to(device)
            for k in ("input_ids", "attention_mask", "token_type_ids")}
   fns = {}
@@ -99,37 +96,32 @@ def torch_worker(args) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ts.add_common_flags(parser)
+  common.add_common_flags(parser)
+  common.add_worker_flags(parser)
   parser.add_argument("--frameworks", default="jax")
-  parser.add_argument("--out", default=None)
-  parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-  parser.add_argument("--_result", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.small:
     args.batch_size, args.seq_len = min(args.batch_size, 4), 32
-  if args._worker:  # pylint: disable=protected-access
-    ts.pin_cores(args.threads)
-    fn = {"jax": jax_worker, "torch": torch_worker}[args._worker]  # pylint: disable=protected-access
-    with open(args._result, "w") as f:  # pylint: disable=protected-access
-      json.dump(fn(args), f)
+  if common.worker_main(args, {"jax": jax_worker, "torch": torch_worker}):
     return
-  argv = [a for a in sys.argv[1:] if not a.startswith("--out")]
-  if args.out:
-    argv = [a for a in argv if a != args.out]
+  argv = common.worker_argv(args)
+  machine = common.machine_info()
   results, loads = {}, {}
   for fw in args.frameworks.split(","):
-    loads[fw] = ts.load_snapshot()
+    loads[fw] = common.load_snapshot()
     print(f"[{fw}] before: {loads[fw]}", flush=True)
-    results[fw] = ts.run_worker(__file__, fw, argv)
+    results[fw] = common.run_worker(__file__, fw, argv)
   print(f"\nForward only, B={args.batch_size} T={args.seq_len}, "
         f"{args.threads} cores, median of {args.steps} after {args.warmup} "
-        "warm-up\n")
+        "warm-up")
+  print(common.machine_line(machine) + "\n")
   print("| framework | model | layers | median s/batch | examples/s | "
         "GFLOP/batch | student/teacher |")
   print("|---|---|---|---|---|---|---|")
-  layers = ts.model_dims(args.small)["layers"]
+  layers = setup_models.model_dims(args.small)["layers"]
   summary = {"args": {k: v for k, v in vars(args).items()
-                      if not k.startswith("_")}, "load_before": loads}
+                      if not k.startswith("_")}, "load_before": loads,
+             "machine": machine}
   for fw, r in results.items():
     med = {n: statistics.median(r[n]["times"]) for n in r}
     ratio = med["teacher"] / med["student"]

@@ -9,7 +9,9 @@ optimized HLO): teacher/student encoder, memory bank, optimizer, ... and to
 its kind (matmul = dot / YNNPACK fusion, loop fusion, while loop, scatter,
 gather, copy). PyTorch: `torch.profiler` over the same number of reference
 steps, top operators by self CPU time. Both run pinned to the same cores
-in separate subprocesses (see train_step.py).
+in separate subprocesses (common.py) on the models and step of
+setup_models.py. The printed machine line (CPU, ISA, bf16, XLA dot
+backend) goes with the tables: what dominates depends on it.
 
   python benchmarks/profile_step.py [--framework jax|torch] [--crd_weight
       0.1] [--num_negatives 16384 --bank_size 65536] [--steps 2] [--small]
@@ -25,10 +27,10 @@ import gzip
 import json
 import os
 import re
-import sys
 import tempfile
 
-import train_step as ts
+import common
+import setup_models
 
 _META = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?\s([a-z\-]+)\(")
 _OPNAME = re.compile(r'op_name="([^"]*)"')
@@ -102,7 +104,7 @@ def _kind(name: str, opcode: str) -> str:
 def jax_profile(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
 
-  exe, state, batch, tp, flops = ts.build_jax_step(
+  exe, state, batch, tp, flops = setup_models.build_jax_step(
       args, crd_weight=args.crd_weight)
   text = exe.as_text()
   chains, info = _stack_tables(text), {}
@@ -155,9 +157,10 @@ def torch_profile(args) -> dict:
 
   torch.set_num_threads(args.threads)
   torch.set_num_interop_threads(1)
-  model = ts.TorchCoDIR(args, torch.device("cpu"))
+  model = setup_models.TorchCoDIR(args, torch.device("cpu"))
   batch = {k: torch.as_tensor(np.asarray(v)) for k, v in
-           ts.host_batch(args, ts.bank_label_array(args)).items()}
+           setup_models.host_batch(
+               args, setup_models.bank_label_array(args)).items()}
   batch["labels"] = batch["labels"].long()
   batch["example_ids"] = batch["example_ids"].long()
   for _ in range(2):
@@ -174,35 +177,30 @@ def torch_profile(args) -> dict:
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ts.add_common_flags(parser)
+  common.add_common_flags(parser)
+  common.add_worker_flags(parser)
   parser.add_argument("--framework", default="jax")
   parser.add_argument("--crd_weight", type=float, default=0.1)
   parser.add_argument("--num_negatives", type=int, default=1024)
   parser.add_argument("--bank_size", type=int, default=4096)
   parser.add_argument("--top", type=int, default=15)
   parser.add_argument("--trace_dir", default=None)
-  parser.add_argument("--out", default=None)
-  parser.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
-  parser.add_argument("--_result", default=None, help=argparse.SUPPRESS)
   args = parser.parse_args()
   args.steps = min(args.steps, 2) if args.steps == 5 else args.steps
   if args.small:
     args.batch_size, args.seq_len = min(args.batch_size, 4), 32
     args.num_negatives, args.bank_size = 64, 256
-  if args._worker:  # pylint: disable=protected-access
-    ts.pin_cores(args.threads)
-    fn = {"jax": jax_profile, "torch": torch_profile}[args._worker]  # pylint: disable=protected-access
-    with open(args._result, "w") as f:  # pylint: disable=protected-access
-      json.dump(fn(args), f)
+  if common.worker_main(args, {"jax": jax_profile, "torch": torch_profile}):
     return
-  argv = [a for a in sys.argv[1:] if not a.startswith("--out")]
-  if args.out:
-    argv = [a for a in argv if a != args.out]
-  print(f"before: {ts.load_snapshot()}", flush=True)
-  r = ts.run_worker(__file__, args.framework, argv)
+  argv = common.worker_argv(args)
+  machine = common.machine_info()
+  print(f"before: {common.load_snapshot()}", flush=True)
+  r = common.run_worker(__file__, args.framework, argv)
+  r["machine"] = machine
   print(f"\n{args.framework} step profile, B={args.batch_size} "
         f"T={args.seq_len} K={args.num_negatives} N={args.bank_size} "
-        f"crd_weight={args.crd_weight}, ms per step (mean of {args.steps})\n")
+        f"crd_weight={args.crd_weight}, ms per step (mean of {args.steps})")
+  print(common.machine_line(machine) + "\n")
   if r["framework"] == "jax":
     total = r["thunk_ms"]
     for title, rows in (("source", r["by_origin"]), ("kind", r["by_kind"])):

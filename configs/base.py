@@ -55,7 +55,9 @@ def get_base_config() -> ml_collections.ConfigDict:
 
   c.task = ml_collections.ConfigDict()
   c.task.name = "sst2"  # GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, ...).
-  c.task.source = "tsv"  # 'tsv' (local GLUE dir) or 'tfds' (needs TF).
+  # 'tsv' (local GLUE dir), 'tfds' (needs TF) or 'hf' (Hugging Face
+  # `nyu-mll/glue`, needs requirements-hf.txt; data_dir '' = the Hub).
+  c.task.source = "tsv"
   c.task.data_dir = "../shared/data/glue"  # GLUE root (tsv) / tfds data_dir.
   c.task.max_len = 128  # Tokens per example after truncation.
   c.task.train_limit = 0  # Use the first N training examples (0 = all).

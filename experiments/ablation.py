@@ -23,6 +23,8 @@ Commands (from the repository root):
 
   # Default subset settings (SST-2 and MRPC, 4 variants x 3 seeds):
   python experiments/ablation.py --out runs/ablation
+  # GLUE from the Hugging Face Hub (pip install -r requirements-hf.txt):
+  python experiments/ablation.py --out runs/ablation --source hf --data_dir ''
   # Paper-like settings (GPU/TPU; not run on the 2-core CPU):
   python experiments/ablation.py --full --out runs/ablation_full
   # Smoke test (about 3 minutes on 2 CPU cores):
@@ -121,6 +123,7 @@ class Settings:
   seeds: tuple[int, ...]
   teacher: str  # '' = the bundled all-MiniLM-L6-v2.
   data_dir: str
+  source: str  # config.task.source: 'tsv' | 'tfds' | 'hf'.
   schedule: str  # 'subset' | 'full'.
   subset: int  # First N training examples (0 = all).
   max_len: int
@@ -136,6 +139,7 @@ class Settings:
 
 def _schedule_overrides(c: ml_collections.ConfigDict, s: Settings, *,
                         steps: int, epochs: float, lr: float | None) -> None:
+  c.task.source = s.source
   c.task.data_dir = s.data_dir
   c.task.max_len = s.max_len
   c.task.eval_limit = s.eval_limit
@@ -216,15 +220,15 @@ def run_ablation(s: Settings, out: str, *,
     teacher_dir = t_sum["export"]
     variants = {}
     for variant in s.variants:
-      runs = []
+      records = []
       for seed in s.seeds:
         workdir = os.path.join(tdir, variant, f"seed{seed}")
         summary = runs.run_one(
             student_config(s, task, variant, seed, teacher_dir), workdir,
             keep_checkpoints=keep_checkpoints)
         runs.check_teacher_reload(teacher["dev"], summary, workdir)
-        runs.append(_run_record(summary, workdir, seed=seed))
-      variants[variant] = {"runs": runs, **summarize_runs(task, runs)}
+        records.append(_run_record(summary, workdir, seed=seed))
+      variants[variant] = {"runs": records, **summarize_runs(task, records)}
     results["tasks"][task] = {
         "metrics": metric_columns(task),
         "teacher": teacher,
@@ -346,7 +350,10 @@ def parse_args(
   p.add_argument("--teacher", default="",
                  help="HF dir of the teacher ('' = bundled MiniLM-L6).")
   p.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                 help="GLUE root in the original TSV layout.")
+                 help="GLUE root in the original TSV layout, or the tfds /"
+                 " HF datasets data_dir of --source ('' with hf = the Hub).")
+  p.add_argument("--source", default="tsv", choices=("tsv", "tfds", "hf"),
+                 help="config.task.source: where GLUE is read from.")
   p.add_argument("--full", action="store_true",
                  help="Paper-like settings (GPU/TPU) instead of the subset.")
   p.add_argument("--steps", type=int, default=None,
@@ -382,7 +389,8 @@ def parse_args(
       variants=tuple(a.variants),
       seeds=tuple(a.seeds),
       teacher=os.path.abspath(a.teacher) if a.teacher else "",
-      data_dir=os.path.abspath(a.data_dir),
+      data_dir=os.path.abspath(a.data_dir) if a.data_dir else "",
+      source=a.source,
       schedule="full" if a.full else "subset",
       **sched,
   )

@@ -20,6 +20,8 @@ from codir_jax.data.glue import NO_LABEL_FLOAT
 from codir_jax.data.glue import NO_LABEL_INT
 from codir_jax.data.glue import read_glue_tsv
 from codir_jax.data.glue import tsv_path
+from codir_jax.data.hf_source import load_hf_split
+from codir_jax.data.hf_source import REQUIREMENTS_FILE as HF_REQUIREMENTS
 from codir_jax.data.metrics import accuracy
 from codir_jax.data.metrics import average_ranks
 from codir_jax.data.metrics import f1
@@ -50,6 +52,7 @@ __all__ = [
     'Batch',
     'BatchIterator',
     'GlueSplit',
+    'HF_REQUIREMENTS',
     'NO_LABEL_FLOAT',
     'NO_LABEL_INT',
     'PretrainIterator',
@@ -65,6 +68,7 @@ __all__ = [
     'format_predictions',
     'get_task',
     'glue_metrics',
+    'load_hf_split',
     'load_split',
     'load_tfds_split',
     'make_buckets',

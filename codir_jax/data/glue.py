@@ -1,6 +1,6 @@
-"""GLUE splits as plain in-memory columns, read from TSV files or tfds.
+"""GLUE splits as plain in-memory columns, read from TSV, tfds or HF.
 
-Two sources share one result type, `GlueSplit`:
+Three sources share one result type, `GlueSplit`:
 
 * `source='tsv'` (default): the original GLUE TSV directories
   (`<data_dir>/<Task>/<split>.tsv`, as written by `download_glue_data.py`),
@@ -8,6 +8,9 @@ Two sources share one result type, `GlueSplit`:
 * `source='tfds'`: the tensorflow-datasets `glue/<task>` builder over a
   prepared `data_dir` (`tfds_source.py`); needs the optional TensorFlow
   extra in `requirements-tfds.txt`. It never downloads.
+* `source='hf'`: the Hugging Face `datasets` GLUE (`nyu-mll/glue`) from a
+  `save_to_disk` directory, a cache_dir or the Hub (`hf_source.py`); needs
+  the optional extra in `requirements-hf.txt`.
 
 Why a direct reader and not a project-defined tfds builder (array_record +
 `tfds.data_source` + grain) for the local files:
@@ -236,14 +239,17 @@ def load_split(
     source: str = 'tsv',
     skip_malformed: bool = False,
 ) -> GlueSplit:
-  """Loads one GLUE split from local TSV files or tensorflow-datasets.
+  """Loads one GLUE split from TSV files, tensorflow-datasets or HF datasets.
 
   Args:
     task: task key, e.g. `sst2` (see `tasks.TASKS`).
     split: split name, e.g. `train`, `dev`, `dev_matched`, `test`.
-    data_dir: GLUE TSV root (`source='tsv'`) or tfds data_dir holding a
-      prepared `glue/<task>` (`source='tfds'`).
-    source: `tsv` (no TensorFlow) or `tfds` (needs `requirements-tfds.txt`).
+    data_dir: GLUE TSV root (`source='tsv'`), tfds data_dir holding a
+      prepared `glue/<task>` (`source='tfds'`), or for `source='hf'` a
+      `save_to_disk` directory or datasets cache_dir ('' = the Hub; see
+      `hf_source.py`).
+    source: `tsv` (no extra), `tfds` (needs `requirements-tfds.txt`) or
+      `hf` (Hugging Face `nyu-mll/glue`, needs `requirements-hf.txt`).
     skip_malformed: TSV only; see `read_glue_tsv`.
 
   Returns:
@@ -256,4 +262,11 @@ def load_split(
     from codir_jax.data import tfds_source
 
     return tfds_source.load_tfds_split(task, split, data_dir=data_dir)
-  raise ValueError(f"Unknown GLUE source {source!r}; use 'tsv' or 'tfds'")
+  if source == 'hf':
+    # Lazy: keeps the optional `datasets` extra out of the default path.
+    from codir_jax.data import hf_source
+
+    return hf_source.load_hf_split(task, split, data_dir=data_dir)
+  raise ValueError(
+      f"Unknown GLUE source {source!r}; use 'tsv', 'tfds' or 'hf'"
+  )

@@ -261,7 +261,7 @@ def test_unknown_task_split_and_source(tmp_path):
   with pytest.raises(ValueError, match='no split'):
     data.load_split('sst2', 'validation', data_dir=tmp_path)
   with pytest.raises(ValueError, match='Unknown GLUE source'):
-    data.load_split('sst2', 'train', data_dir=tmp_path, source='hf')
+    data.load_split('sst2', 'train', data_dir=tmp_path, source='parquet')
 
 
 def test_task_table():

@@ -43,9 +43,8 @@ def _outputs(nb):
           for o in cell.get("outputs", [])]
 
 
-@pytest.mark.slow
-def test_notebook_executes_and_shows_loss_step_and_plot(tmp_path,
-                                                        monkeypatch):
+def _run_notebook(tmp_path, monkeypatch):
+  """Executes the notebook; returns (stream text, outputs, its temp dir)."""
   # The kernel inherits the environment: its temp dirs land in tmp_path.
   work = tmp_path / "tmp"
   work.mkdir()
@@ -62,6 +61,10 @@ def test_notebook_executes_and_shows_loss_step_and_plot(tmp_path,
   assert not [o for o in outputs if o.output_type == "error"]
   text = "".join(o.get("text", "") for o in outputs
                  if o.output_type == "stream")
+  return text, outputs, work
+
+
+def _check_common(text, outputs, work):
   # The install cell found codir_jax and skipped pip.
   assert "pip install skipped" in text
   loss = re.search(r"info_nce loss \(mean over batch\): (\S+)", text)
@@ -78,4 +81,51 @@ def test_notebook_executes_and_shows_loss_step_and_plot(tmp_path,
   assert len(pngs) == 1
   assert base64.b64decode(pngs[0])[:8] == b"\x89PNG\r\n\x1a\n"
   # Everything it wrote stayed in its temp dir.
-  assert (list(work.glob("codir_colab_*/ablation/results.md")))
+  results = list(work.glob("codir_colab_*/ablation/results.json"))
+  assert len(results) == 1
+  with open(results[0], encoding="utf-8") as f:
+    return json.load(f)
+
+
+@pytest.mark.slow
+def test_notebook_executes_and_shows_loss_step_and_plot(tmp_path,
+                                                        monkeypatch):
+  # Offline and deterministic: the generated task, whatever is installed.
+  monkeypatch.setenv("CODIR_NOTEBOOK_DATA", "toy")
+  monkeypatch.delenv("CODIR_GLUE_HF_DIR", raising=False)
+  text, outputs, work = _run_notebook(tmp_path, monkeypatch)
+  assert "data: the generated sentiment task" in text
+  results = _check_common(text, outputs, work)
+  assert results["settings"]["source"] == "tsv"
+
+
+@pytest.mark.slow
+def test_notebook_real_glue_branch_on_a_local_hf_dataset(tmp_path,
+                                                         monkeypatch):
+  """The real-data branch: SST-2 via source='hf' from a saved dataset."""
+  datasets = pytest.importorskip("datasets")
+  from codir_jax.train import task_data  # pylint: disable=g-import-not-at-top
+
+  features = datasets.Features({
+      "sentence": datasets.Value("string"),
+      "label": datasets.ClassLabel(names=["negative", "positive"]),
+      "idx": datasets.Value("int32"),
+  })
+  splits = {}
+  for name, n, seed in (("train", 320, 0), ("validation", 96, 1)):
+    texts, labels = task_data.demo_sentences(n, seed)
+    splits[name] = datasets.Dataset.from_dict(
+        {"sentence": texts, "label": labels.tolist(),
+         "idx": list(range(n))}, features=features)
+  hf_dir = tmp_path / "hf_glue"
+  datasets.DatasetDict(splits).save_to_disk(str(hf_dir / "sst2"))
+  monkeypatch.setenv("CODIR_GLUE_HF_DIR", str(hf_dir))
+  monkeypatch.delenv("CODIR_NOTEBOOK_DATA", raising=False)
+  text, outputs, work = _run_notebook(tmp_path, monkeypatch)
+  assert re.search(
+      r"data: GLUE SST-2 via source='hf' \(local dataset .*hf_glue\);"
+      r" first 320 of 320 train, 96 of 96 dev", text)
+  results = _check_common(text, outputs, work)
+  settings = results["settings"]
+  assert (settings["source"], settings["data_dir"]) == ("hf", str(hf_dir))
+  assert (settings["subset"], settings["eval_limit"]) == (320, 96)
