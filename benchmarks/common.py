@@ -42,10 +42,17 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--seq_len", type=int, default=128)
   parser.add_argument("--steps", type=int, default=5, help="timed steps")
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps")
-  parser.add_argument("--small", action="store_true",
-                      help="tiny models and sizes: a fast smoke run")
-  parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
-                      help="CPU cores to pin each framework to")
+  parser.add_argument(
+      "--small",
+      action="store_true",
+      help="tiny models and sizes: a fast smoke run",
+  )
+  parser.add_argument(
+      "--threads",
+      type=int,
+      default=DEFAULT_THREADS,
+      help="CPU cores to pin each framework to",
+  )
   parser.add_argument("--num_labels", type=int, default=2)
   parser.add_argument("--seed", type=int, default=0)
 
@@ -76,21 +83,35 @@ def worker_argv(args: argparse.Namespace) -> list[str]:
   return argv
 
 
-def run_worker(script: str, framework: str, argv: Sequence[str],
-               env: Mapping[str, str] | None = None) -> Any:
+def run_worker(
+    script: str,
+    framework: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+) -> Any:
   """Runs `script --_worker framework argv` and returns its JSON result."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "result.json")
-    cmd = [sys.executable, script, "--_worker", framework,
-           "--_result", out, *argv]
+    cmd = [
+        sys.executable,
+        script,
+        "--_worker",
+        framework,
+        "--_result",
+        out,
+        *argv,
+    ]
     subprocess.run(cmd, check=True, env=None if env is None else dict(env))
     with open(out) as f:
       return json.load(f)
 
 
-def worker_main(args: argparse.Namespace,
-                workers: Mapping[str, Callable[[argparse.Namespace], Any]],
-                *, pin: bool = True) -> bool:
+def worker_main(
+    args: argparse.Namespace,
+    workers: Mapping[str, Callable[[argparse.Namespace], Any]],
+    *,
+    pin: bool = True,
+) -> bool:
   """In a worker subprocess: runs `workers[args._worker]`, writes its JSON.
 
   Returns:
@@ -111,8 +132,9 @@ def worker_main(args: argparse.Namespace,
 # Timing.
 
 
-def time_calls(fn: Callable[[], Any], *, steps: int,
-               warmup: int) -> tuple[list[float], Any]:
+def time_calls(
+    fn: Callable[[], Any], *, steps: int, warmup: int
+) -> tuple[list[float], Any]:
   """Seconds of each of `steps` calls after `warmup` untimed ones.
 
   `fn` must block until its work is done. Returns (times, last result).
@@ -126,8 +148,9 @@ def time_calls(fn: Callable[[], Any], *, steps: int,
   return times, out
 
 
-def interleaved(fns: Mapping[str, Callable[[], Any]], *, steps: int,
-                warmup: int) -> dict[str, list[float]]:
+def interleaved(
+    fns: Mapping[str, Callable[[], Any]], *, steps: int, warmup: int
+) -> dict[str, list[float]]:
   """Times every fn in rounds (one call of each per round).
 
   Interleaving makes load from other processes on a shared CPU hit all
@@ -157,10 +180,16 @@ def load_snapshot() -> str:
     load = " ".join(f.read().split()[:3])
   ps = subprocess.run(
       ["ps", "-eo", "pid,pcpu,etime,args", "--sort=-pcpu"],
-      capture_output=True, text=True, check=False).stdout.splitlines()
+      capture_output=True,
+      text=True,
+      check=False,
+  ).stdout.splitlines()
   me = {os.getpid(), os.getppid()}
-  busy = [l.strip()[:100] for l in ps[1:6]
-          if float(l.split()[1]) > 10 and int(l.split()[0]) not in me]
+  busy = [
+      l.strip()[:100]
+      for l in ps[1:6]
+      if float(l.split()[1]) > 10 and int(l.split()[0]) not in me
+  ]
   return f"load {load}; busy: {busy or 'none'}"
 
 
@@ -192,8 +221,12 @@ def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
   else:
     isa = "unknown (no AVX2/AVX-512 flag)" if flags else "unknown"
   bf16 = sorted(f for f in flags if f == "avx512_bf16" or f.startswith("amx"))
-  return dict(model=model, isa=isa, bf16=", ".join(bf16) or "none",
-              cores=DEFAULT_THREADS)
+  return dict(
+      model=model,
+      isa=isa,
+      bf16=", ".join(bf16) or "none",
+      cores=DEFAULT_THREADS,
+  )
 
 
 def dot_backend() -> dict[str, str]:
@@ -213,39 +246,54 @@ def dot_backend() -> dict[str, str]:
     dot = found[0] + " (in the compiled HLO)"
   else:
     dot = "unknown (plain HLO dot, library not visible)"
-  return dict(platform=f"{jax.default_backend()} jax {jax.__version__}",
-              dot=dot, xla_flags=os.environ.get("XLA_FLAGS", "") or "none")
+  return dict(
+      platform=f"{jax.default_backend()} jax {jax.__version__}",
+      dot=dot,
+      xla_flags=os.environ.get("XLA_FLAGS", "") or "none",
+  )
 
 
 def probe_dot_backend(env: Mapping[str, str] | None = None) -> dict[str, str]:
   """`dot_backend()` in a short subprocess (keeps JAX out of the driver)."""
-  code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
-          "import common; print(json.dumps(common.dot_backend()))")
+  code = (
+      "import json, sys; sys.path.insert(0, sys.argv[1]); "
+      "import common; print(json.dumps(common.dot_backend()))"
+  )
   try:
     out = subprocess.run(
         [sys.executable, "-c", code, os.path.dirname(__file__)],
-        capture_output=True, text=True, check=True, timeout=300,
-        env=None if env is None else dict(env))
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        env=None if env is None else dict(env),
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
   except (subprocess.SubprocessError, ValueError, IndexError):
     return dict(platform="unknown", dot="unknown", xla_flags="unknown")
 
 
-def machine_info(*, env: Mapping[str, str] | None = None,
-                 probe_dot: bool = True) -> dict[str, Any]:
+def machine_info(
+    *, env: Mapping[str, str] | None = None, probe_dot: bool = True
+) -> dict[str, Any]:
   """CPU facts plus, with `probe_dot`, XLA's dot backend (a subprocess)."""
   info = cpu_info()
   if probe_dot:
     info.update(probe_dot_backend(env))
   else:
-    info.update(platform="n/a", dot="n/a (no JAX in this benchmark)",
-                xla_flags=os.environ.get("XLA_FLAGS", "") or "none")
+    info.update(
+        platform="n/a",
+        dot="n/a (no JAX in this benchmark)",
+        xla_flags=os.environ.get("XLA_FLAGS", "") or "none",
+    )
   return info
 
 
 def machine_line(info: Mapping[str, Any]) -> str:
   """One line for the tables: 'machine: CPU ... | ISA ... | bf16 ... | ...'."""
-  return (f"machine: CPU {info['model']} ({info['cores']} cores allowed) | "
-          f"ISA {info['isa']} | bf16 {info['bf16']} | XLA dot backend "
-          f"({info['platform']}): {info['dot']} | XLA_FLAGS "
-          f"{info['xla_flags']}")
+  return (
+      f"machine: CPU {info['model']} ({info['cores']} cores allowed) | "
+      f"ISA {info['isa']} | bf16 {info['bf16']} | XLA dot backend "
+      f"({info['platform']}): {info['dot']} | XLA_FLAGS "
+      f"{info['xla_flags']}"
+  )

@@ -39,10 +39,10 @@ def worker(args) -> dict:
   """
   import jax  # pylint: disable=g-import-not-at-top
 
-  from codir_jax.losses import memory_bank  # pylint: disable=g-import-not-at-top
+  from codir_jax.losses import bank_losses  # pylint: disable=g-import-not-at-top
 
   if args.score_all_ratio is not None:
-    memory_bank.SCORE_ALL_RATIO = args.score_all_ratio
+    bank_losses.SCORE_ALL_RATIO = args.score_all_ratio
   ks = [int(k) for k in args.ks.split(",")]
   variants = {"kd_only": (0.0, 1, args.min_bank)}
   for k in ks:
@@ -51,7 +51,8 @@ def worker(args) -> dict:
   for name, (crd, k, n) in variants.items():
     args.num_negatives, args.bank_size = k, n
     exe, state, batch, tp, flops = setup_models.build_jax_step(
-        args, crd_weight=crd)
+        args, crd_weight=crd
+    )
     built[name] = [exe, state, batch, tp]
     variants[name] = dict(crd_weight=crd, k=k, bank_size=n, flops=flops)
 
@@ -62,7 +63,9 @@ def worker(args) -> dict:
 
   times = common.interleaved(
       {name: lambda b=b: step(b) for name, b in built.items()},
-      steps=args.steps, warmup=args.warmup)
+      steps=args.steps,
+      warmup=args.warmup,
+  )
   for name, t in times.items():
     variants[name]["times"] = t
   return variants
@@ -73,12 +76,17 @@ def main() -> None:
   common.add_common_flags(parser)
   common.add_worker_flags(parser)
   parser.add_argument("--ks", default="1024,16384,65536")
-  parser.add_argument("--min_bank", type=int, default=65536,
-                      help="N = max(4K, min_bank)")
-  parser.add_argument("--score_all_ratio", type=float, default=None,
-                      help="override memory_bank.SCORE_ALL_RATIO (0 = "
-                      "always gather the [B, K, P] negatives, as before "
-                      "issue 7)")
+  parser.add_argument(
+      "--min_bank", type=int, default=65536, help="N = max(4K, min_bank)"
+  )
+  parser.add_argument(
+      "--score_all_ratio",
+      type=float,
+      default=None,
+      help="override bank_losses.SCORE_ALL_RATIO (0 = "
+      "always gather the [B, K, P] negatives, as before "
+      "issue 7)",
+  )
   args = parser.parse_args()
   if args.small:
     args.batch_size, args.seq_len = min(args.batch_size, 4), 32
@@ -93,41 +101,69 @@ def main() -> None:
   kd_run = r.pop("kd_only")
   kd_times, kd_flops = kd_run["times"], kd_run["flops"] or 0
   kd = statistics.median(kd_times)
-  print(f"\nCoDIR vs KD-only train step (JAX), B={args.batch_size} "
-        f"T={args.seq_len} P=128, {args.threads} cores, median of "
-        f"{args.steps} interleaved rounds after {args.warmup} warm-up")
+  print(
+      f"\nCoDIR vs KD-only train step (JAX), B={args.batch_size} "
+      f"T={args.seq_len} P=128, {args.threads} cores, median of "
+      f"{args.steps} interleaved rounds after {args.warmup} warm-up"
+  )
   print(common.machine_line(machine) + "\n")
-  print("| K | N | KD-only s/step | CoDIR s/step | overhead % of step | "
-        "paired overhead % | extra GFLOP |")
+  print(
+      "| K | N | KD-only s/step | CoDIR s/step | overhead % of step | "
+      "paired overhead % | extra GFLOP |"
+  )
   print("|---|---|---|---|---|---|---|")
   rows = []
   for k, c in r.items():
     t = statistics.median(c["times"])
     extra = ((c["flops"] or 0) - kd_flops) / 1e9
     paired = statistics.median(
-        100 * (a - b) / a for a, b in zip(c["times"], kd_times))
+        100 * (a - b) / a for a, b in zip(c["times"], kd_times)
+    )
     over = 100 * (t - kd) / t
-    rows.append(dict(k=int(k), n=c["bank_size"], kd_s=kd, codir_s=t,
-                     overhead_pct=over, paired_overhead_pct=paired,
-                     codir_flops=c["flops"], codir_times=c["times"]))
-    print(f"| {int(k):,} | {c['bank_size']:,} | {kd:.3f} | {t:.3f} | "
-          f"{over:.1f} | {paired:.1f} | {extra:.2f} |")
+    rows.append(
+        dict(
+            k=int(k),
+            n=c["bank_size"],
+            kd_s=kd,
+            codir_s=t,
+            overhead_pct=over,
+            paired_overhead_pct=paired,
+            codir_flops=c["flops"],
+            codir_times=c["times"],
+        )
+    )
+    print(
+        f"| {int(k):,} | {c['bank_size']:,} | {kd:.3f} | {t:.3f} | "
+        f"{over:.1f} | {paired:.1f} | {extra:.2f} |"
+    )
   print("kd-only step times: " + ", ".join(f"{t:.3f}" for t in kd_times))
   for row in rows:
-    print(f"K={row['k']} step times: " + ", ".join(
-        f"{t:.3f}" for t in row["codir_times"]))
+    print(
+        f"K={row['k']} step times: "
+        + ", ".join(f"{t:.3f}" for t in row["codir_times"])
+    )
   k16 = [row for row in rows if row["k"] == 16384]
   if k16:
     ok = k16[0]["overhead_pct"] <= 5.0
-    print(f"\nK=16k overhead {k16[0]['overhead_pct']:.1f}% (target <= 5%: "
-          f"{'met' if ok else 'MISSED'})")
+    print(
+        f"\nK=16k overhead {k16[0]['overhead_pct']:.1f}% (target <= 5%: "
+        f"{'met' if ok else 'MISSED'})"
+    )
   if args.out:
     with open(args.out, "w") as f:
-      json.dump({"args": {k: v for k, v in vars(args).items()
-                          if not k.startswith("_")},
-                 "load_before": load, "machine": machine,
-                 "kd_only_times": kd_times,
-                 "rows": rows}, f, indent=1)
+      json.dump(
+          {
+              "args": {
+                  k: v for k, v in vars(args).items() if not k.startswith("_")
+              },
+              "load_before": load,
+              "machine": machine,
+              "kd_only_times": kd_times,
+              "rows": rows,
+          },
+          f,
+          indent=1,
+      )
 
 
 if __name__ == "__main__":

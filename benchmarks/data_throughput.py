@@ -28,9 +28,11 @@ from codir_jax import data
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument(
-      '--glue_dir', default=os.environ.get('CODIR_GLUE_DIR'),
+      '--glue_dir',
+      default=os.environ.get('CODIR_GLUE_DIR'),
       help="GLUE root / data_dir of --source (default $CODIR_GLUE_DIR; ''"
-      " with --source hf = the Hub)")
+      ' with --source hf = the Hub)',
+  )
   parser.add_argument('--source', default='tsv', choices=('tsv', 'tfds', 'hf'))
   parser.add_argument('--task', default='sst2')
   parser.add_argument('--max_len', type=int, default=128)
@@ -46,8 +48,9 @@ def main() -> None:
   )
   print(f'tokenizer load: {time.perf_counter() - start:.2f} s')
   start = time.perf_counter()
-  split = data.load_split(args.task, 'train', data_dir=args.glue_dir,
-                          source=args.source)
+  split = data.load_split(
+      args.task, 'train', data_dir=args.glue_dir, source=args.source
+  )
   print(f'read {len(split):,} rows: {time.perf_counter() - start:.3f} s')
 
   rates = []

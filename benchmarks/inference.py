@@ -35,8 +35,9 @@ def _interleaved(fns, steps, warmup) -> dict:
   Interleaving (common.interleaved) makes load from other processes on the
   shared CPU hit the teacher and the student alike.
   """
-  times = common.interleaved({n: fn for n, (fn, _) in fns.items()},
-                             steps=steps, warmup=warmup)
+  times = common.interleaved(
+      {n: fn for n, (fn, _) in fns.items()}, steps=steps, warmup=warmup
+  )
   return {n: dict(times=times[n], flops=fl) for n, (_, fl) in fns.items()}
 
 
@@ -46,23 +47,28 @@ def jax_worker(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
-  from codir_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from codir_jax.train import forward  # pylint: disable=g-import-not-at-top
 
   gpu = jax.default_backend() == "gpu"
   teacher, student = setup_models.jax_models(
-      args, jnp.bfloat16 if gpu else None)
+      args, jnp.bfloat16 if gpu else None
+  )
   host = setup_models.host_batch(args, [0] * max(args.batch_size, 8))
-  batch = {k: jnp.asarray(host[k])
-           for k in ("input_ids", "attention_mask", "token_type_ids")}
+  batch = {
+      k: jnp.asarray(host[k])
+      for k in ("input_ids", "attention_mask", "token_type_ids")
+  }
   fns = {}
   for name, model in (("teacher", teacher), ("student", student)):
     graphdef, params = nnx.split(model)
-    fwd = jax.jit(functools.partial(step_lib.predict_step,
-                                    graphdef=graphdef))
+    fwd = jax.jit(functools.partial(forward.predict_step, graphdef=graphdef))
     exe = fwd.lower(params, batch).compile()
-    fns[name] = (functools.partial(
-        lambda e, p: e(p, batch).block_until_ready(), exe, params),
-                 exe.cost_analysis().get("flops"))
+    fns[name] = (
+        functools.partial(
+            lambda e, p: e(p, batch).block_until_ready(), exe, params
+        ),
+        exe.cost_analysis().get("flops"),
+    )
   return _interleaved(fns, args.steps, args.warmup)
 
 
@@ -77,15 +83,19 @@ def torch_worker(args) -> dict:
   device = torch.device("cuda" if gpu else "cpu")
   teacher, student = setup_models.torch_models(args)
   host = setup_models.host_batch(args, [0] * max(args.batch_size, 8))
-  batch = {k: torch.as_tensor(np.asarray(host[k])).to(device)
-           for k in ("input_ids", "attention_mask", "token_type_ids")}
+  batch = {
+      k: torch.as_tensor(np.asarray(host[k])).to(device)
+      for k in ("input_ids", "attention_mask", "token_type_ids")
+  }
   fns = {}
   for name, model in (("teacher", teacher), ("student", student)):
     model = model.eval().to(device)
 
     def fwd(model=model):
-      with torch.inference_mode(), torch.autocast(
-          device.type, dtype=torch.bfloat16, enabled=gpu):
+      with (
+          torch.inference_mode(),
+          torch.autocast(device.type, dtype=torch.bfloat16, enabled=gpu),
+      ):
         model(**batch).logits.float()
       if gpu:
         torch.cuda.synchronize()
@@ -111,17 +121,23 @@ def main() -> None:
     loads[fw] = common.load_snapshot()
     print(f"[{fw}] before: {loads[fw]}", flush=True)
     results[fw] = common.run_worker(__file__, fw, argv)
-  print(f"\nForward only, B={args.batch_size} T={args.seq_len}, "
-        f"{args.threads} cores, median of {args.steps} after {args.warmup} "
-        "warm-up")
+  print(
+      f"\nForward only, B={args.batch_size} T={args.seq_len}, "
+      f"{args.threads} cores, median of {args.steps} after {args.warmup} "
+      "warm-up"
+  )
   print(common.machine_line(machine) + "\n")
-  print("| framework | model | layers | median s/batch | examples/s | "
-        "GFLOP/batch | student/teacher |")
+  print(
+      "| framework | model | layers | median s/batch | examples/s | "
+      "GFLOP/batch | student/teacher |"
+  )
   print("|---|---|---|---|---|---|---|")
   layers = setup_models.model_dims(args.small)["layers"]
-  summary = {"args": {k: v for k, v in vars(args).items()
-                      if not k.startswith("_")}, "load_before": loads,
-             "machine": machine}
+  summary = {
+      "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+      "load_before": loads,
+      "machine": machine,
+  }
   for fw, r in results.items():
     med = {n: statistics.median(r[n]["times"]) for n in r}
     ratio = med["teacher"] / med["student"]
@@ -130,12 +146,16 @@ def main() -> None:
       fl = r[name]["flops"]
       fl = f"{fl / 1e9:.1f}" if fl else "n/a"
       rel = f"{ratio:.2f}x" if name == "student" else ""
-      print(f"| {fw} | {name} | {n_layers} | {med[name]:.3f} | "
-            f"{args.batch_size / med[name]:.2f} | {fl} | {rel} |")
+      print(
+          f"| {fw} | {name} | {n_layers} | {med[name]:.3f} | "
+          f"{args.batch_size / med[name]:.2f} | {fl} | {rel} |"
+      )
   if "jax" in summary:
     ratio = summary["jax"]["speedup"]
-    print(f"\nstudent / teacher (jax) = {ratio:.2f}x (target >= 1.9x: "
-          f"{'met' if ratio >= 1.9 else 'MISSED'})")
+    print(
+        f"\nstudent / teacher (jax) = {ratio:.2f}x (target >= 1.9x: "
+        f"{'met' if ratio >= 1.9 else 'MISSED'})"
+    )
   for fw, r in results.items():
     for n in r:
       print(f"{fw} {n} times: " + ", ".join(f"{t:.3f}" for t in r[n]["times"]))

@@ -39,8 +39,12 @@ _FRAME = re.compile(r"stack_frame_id=(\d+)")
 
 def _stack_tables(text: str) -> dict[int, tuple[str, ...]]:
   """stack_frame_id -> (file:function, ...) call chain, from the HLO footer."""
-  tables, section = {"FileNames": {}, "FunctionNames": {},
-                     "FileLocations": {}, "StackFrames": {}}, None
+  tables, section = {
+      "FileNames": {},
+      "FunctionNames": {},
+      "FileLocations": {},
+      "StackFrames": {},
+  }, None
   for line in text.splitlines():
     if line.strip() in tables:
       section = line.strip()
@@ -60,8 +64,10 @@ def _stack_tables(text: str) -> dict[int, tuple[str, ...]]:
         break
       loc = tables["FileLocations"][field(frame, "file_location_id")]
       chain.append(
-          tables["FileNames"][field(loc, "file_name_id")] + ":"
-          + tables["FunctionNames"][field(loc, "function_name_id")])
+          tables["FileNames"][field(loc, "file_name_id")]
+          + ":"
+          + tables["FunctionNames"][field(loc, "function_name_id")]
+      )
       parent = field(frame, "parent_frame_id")
       if parent == cur:
         break
@@ -94,8 +100,16 @@ def _origin(op_name: str, chain: tuple[str, ...]) -> str:
 def _kind(name: str, opcode: str) -> str:
   if name.startswith("ynn") or opcode == "dot" or "dot" in name:
     return "matmul"
-  for k in ("while", "scatter", "gather", "copy", "sort", "reduce",
-            "transpose", "fusion"):
+  for k in (
+      "while",
+      "scatter",
+      "gather",
+      "copy",
+      "sort",
+      "reduce",
+      "transpose",
+      "fusion",
+  ):
     if k in name or k == opcode:
       return k
   return opcode or name.split(".")[0]
@@ -105,16 +119,19 @@ def jax_profile(args) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
 
   exe, state, batch, tp, flops = setup_models.build_jax_step(
-      args, crd_weight=args.crd_weight)
+      args, crd_weight=args.crd_weight
+  )
   text = exe.as_text()
   chains, info = _stack_tables(text), {}
   for line in text.splitlines():
     m = _META.match(line)
     if m:
       op, frame = _OPNAME.search(line), _FRAME.search(line)
-      info[m.group(1)] = (m.group(2), op.group(1) if op else "",
-                          chains.get(int(frame.group(1)), ()) if frame
-                          else ())
+      info[m.group(1)] = (
+          m.group(2),
+          op.group(1) if op else "",
+          chains.get(int(frame.group(1)), ()) if frame else (),
+      )
   for _ in range(2):
     state, _ = exe(state, batch, tp)
   jax.block_until_ready(state)
@@ -123,8 +140,11 @@ def jax_profile(args) -> dict:
     for _ in range(args.steps):
       state, m = exe(state, batch, tp)
       jax.block_until_ready((state, m))
-  path = sorted(glob.glob(os.path.join(trace_dir, "**", "*.trace.json.gz"),
-                          recursive=True))[-1]
+  path = sorted(
+      glob.glob(
+          os.path.join(trace_dir, "**", "*.trace.json.gz"), recursive=True
+      )
+  )[-1]
   with gzip.open(path) as f:
     events = json.load(f)
   events = events["traceEvents"] if isinstance(events, dict) else events
@@ -144,10 +164,15 @@ def jax_profile(args) -> dict:
     where = chain[0].split("/")[-1] if chain else ""
     by_op[f"{name} [{op_name[-60:]}] {where}"] += dur
   total = sum(by_kind.values())
-  return dict(framework="jax", flops=flops, thunk_ms=total,
-              by_origin=by_origin.most_common(),
-              by_kind=by_kind.most_common(),
-              top_ops=by_op.most_common(args.top), trace=path)
+  return dict(
+      framework="jax",
+      flops=flops,
+      thunk_ms=total,
+      by_origin=by_origin.most_common(),
+      by_kind=by_kind.most_common(),
+      top_ops=by_op.most_common(args.top),
+      trace=path,
+  )
 
 
 def torch_profile(args) -> dict:
@@ -158,9 +183,12 @@ def torch_profile(args) -> dict:
   torch.set_num_threads(args.threads)
   torch.set_num_interop_threads(1)
   model = setup_models.TorchCoDIR(args, torch.device("cpu"))
-  batch = {k: torch.as_tensor(np.asarray(v)) for k, v in
-           setup_models.host_batch(
-               args, setup_models.bank_label_array(args)).items()}
+  batch = {
+      k: torch.as_tensor(np.asarray(v))
+      for k, v in setup_models.host_batch(
+          args, setup_models.bank_label_array(args)
+      ).items()
+  }
   batch["labels"] = batch["labels"].long()
   batch["example_ids"] = batch["example_ids"].long()
   for _ in range(2):
@@ -169,8 +197,10 @@ def torch_profile(args) -> dict:
     for _ in range(args.steps):
       model.step(batch)
   rows = sorted(prof.key_averages(), key=lambda r: -r.self_cpu_time_total)
-  top = [(r.key, r.self_cpu_time_total / 1e3 / args.steps, r.count)
-         for r in rows[:args.top]]
+  top = [
+      (r.key, r.self_cpu_time_total / 1e3 / args.steps, r.count)
+      for r in rows[: args.top]
+  ]
   total = sum(r.self_cpu_time_total for r in rows) / 1e3 / args.steps
   return dict(framework="torch", self_cpu_ms=total, top_ops=top)
 
@@ -197,9 +227,11 @@ def main() -> None:
   print(f"before: {common.load_snapshot()}", flush=True)
   r = common.run_worker(__file__, args.framework, argv)
   r["machine"] = machine
-  print(f"\n{args.framework} step profile, B={args.batch_size} "
-        f"T={args.seq_len} K={args.num_negatives} N={args.bank_size} "
-        f"crd_weight={args.crd_weight}, ms per step (mean of {args.steps})")
+  print(
+      f"\n{args.framework} step profile, B={args.batch_size} "
+      f"T={args.seq_len} K={args.num_negatives} N={args.bank_size} "
+      f"crd_weight={args.crd_weight}, ms per step (mean of {args.steps})"
+  )
   print(common.machine_line(machine) + "\n")
   if r["framework"] == "jax":
     total = r["thunk_ms"]

@@ -66,7 +66,8 @@ def jax_worker(args) -> dict[str, Any]:
   gpu = jax.default_backend() == "gpu"
   t0 = time.perf_counter()
   exe, state, batch, tp, flops = setup_models.build_jax_step(
-      args, dtype=jnp.bfloat16 if gpu else None)
+      args, dtype=jnp.bfloat16 if gpu else None
+  )
   compile_s = time.perf_counter() - t0
   carry = {"state": state}
 
@@ -75,14 +76,20 @@ def jax_worker(args) -> dict[str, Any]:
     jax.block_until_ready((carry["state"], metrics))
     return metrics
 
-  times, metrics = common.time_calls(one_step, steps=args.steps,
-                                     warmup=args.warmup)
-  return dict(framework="jax", backend=jax.default_backend(),
-              device=str(jax.devices()[0].device_kind),
-              dtype="bfloat16" if gpu else "float32", times=times,
-              flops=flops, setup_compile_s=compile_s,
-              final_loss=float(metrics["loss"][0]),
-              jax_version=jax.__version__)
+  times, metrics = common.time_calls(
+      one_step, steps=args.steps, warmup=args.warmup
+  )
+  return dict(
+      framework="jax",
+      backend=jax.default_backend(),
+      device=str(jax.devices()[0].device_kind),
+      dtype="bfloat16" if gpu else "float32",
+      times=times,
+      flops=flops,
+      setup_compile_s=compile_s,
+      final_loss=float(metrics["loss"][0]),
+      jax_version=jax.__version__,
+  )
 
 
 def torch_worker(args) -> dict[str, Any]:
@@ -97,9 +104,12 @@ def torch_worker(args) -> dict[str, Any]:
   device = torch.device("cuda" if gpu else "cpu")
   t0 = time.perf_counter()
   model = setup_models.TorchCoDIR(args, device)
-  batch = {k: torch.as_tensor(np.asarray(v)).to(device)
-           for k, v in setup_models.host_batch(
-               args, setup_models.bank_label_array(args)).items()}
+  batch = {
+      k: torch.as_tensor(np.asarray(v)).to(device)
+      for k, v in setup_models.host_batch(
+          args, setup_models.bank_label_array(args)
+      ).items()
+  }
   batch["labels"] = batch["labels"].long()
   batch["example_ids"] = batch["example_ids"].long()
   setup_s = time.perf_counter() - t0
@@ -110,15 +120,21 @@ def torch_worker(args) -> dict[str, Any]:
       torch.cuda.synchronize()
     return loss
 
-  times, loss = common.time_calls(one_step, steps=args.steps,
-                                  warmup=args.warmup)
-  return dict(framework="torch", backend=device.type,
-              device=torch.cuda.get_device_name() if gpu else "cpu",
-              dtype="bfloat16" if gpu else "float32", times=times,
-              setup_compile_s=setup_s, final_loss=float(loss),
-              torch_threads=torch.get_num_threads(),
-              torch_version=torch.__version__,
-              transformers_version=transformers.__version__)
+  times, loss = common.time_calls(
+      one_step, steps=args.steps, warmup=args.warmup
+  )
+  return dict(
+      framework="torch",
+      backend=device.type,
+      device=torch.cuda.get_device_name() if gpu else "cpu",
+      dtype="bfloat16" if gpu else "float32",
+      times=times,
+      setup_compile_s=setup_s,
+      final_loss=float(loss),
+      torch_threads=torch.get_num_threads(),
+      torch_version=torch.__version__,
+      transformers_version=transformers.__version__,
+  )
 
 
 def peak_flops(result: dict[str, Any], peak_tflops: float | None):
@@ -134,14 +150,14 @@ def peak_flops(result: dict[str, Any], peak_tflops: float | None):
 
 def summarise(r: dict[str, Any], batch_size: int, flops, peak) -> dict:
   med = statistics.median(r["times"])
-  row = dict(r, median_s=med, min_s=min(r["times"]),
-             examples_per_s=batch_size / med)
+  row = dict(
+      r, median_s=med, min_s=min(r["times"]), examples_per_s=batch_size / med
+  )
   if flops:
     row["gflops_per_s"] = flops / med / 1e9
   if flops and peak:
     row["mfu"] = flops / med / peak
   return row
-
 
 
 def parse_args(argv=None):
@@ -151,8 +167,12 @@ def parse_args(argv=None):
   parser.add_argument("--num_negatives", type=int, default=1024, help="K")
   parser.add_argument("--bank_size", type=int, default=4096, help="N")
   parser.add_argument("--frameworks", default="jax,torch")
-  parser.add_argument("--peak_tflops", type=float, default=None,
-                      help="GPU peak for MFU (default: by device name)")
+  parser.add_argument(
+      "--peak_tflops",
+      type=float,
+      default=None,
+      help="GPU peak for MFU (default: by device name)",
+  )
   args = parser.parse_args(argv)
   if args.small:
     args.batch_size, args.seq_len = min(args.batch_size, 4), 32
@@ -172,40 +192,57 @@ def main() -> None:
     print(f"[{fw}] before: {loads[fw]}", flush=True)
     results[fw] = common.run_worker(__file__, fw, argv)
   flops = results.get("jax", {}).get("flops")
-  rows = {fw: summarise(r, args.batch_size, flops, peak_flops(
-      r, args.peak_tflops)) for fw, r in results.items()}
-  print(f"\nCoDIR train step, B={args.batch_size} T={args.seq_len} "
-        f"K={args.num_negatives} N={args.bank_size} P=128, "
-        f"{args.threads} cores, {args.steps} timed steps after "
-        f"{args.warmup} warm-up")
+  rows = {
+      fw: summarise(r, args.batch_size, flops, peak_flops(r, args.peak_tflops))
+      for fw, r in results.items()
+  }
+  print(
+      f"\nCoDIR train step, B={args.batch_size} T={args.seq_len} "
+      f"K={args.num_negatives} N={args.bank_size} P=128, "
+      f"{args.threads} cores, {args.steps} timed steps after "
+      f"{args.warmup} warm-up"
+  )
   print(common.machine_line(machine) + "\n")
-  print("| framework | device | dtype | median s/step | min s/step | "
-        "examples/s | GFLOP/s | MFU | setup+compile s |")
+  print(
+      "| framework | device | dtype | median s/step | min s/step | "
+      "examples/s | GFLOP/s | MFU | setup+compile s |"
+  )
   print("|---|---|---|---|---|---|---|---|---|")
   for fw, r in rows.items():
     mfu = f"{100 * r['mfu']:.1f}%" if "mfu" in r else "n/a (CPU)"
     gfs = f"{r['gflops_per_s']:.0f}" if "gflops_per_s" in r else "n/a"
-    print(f"| {fw} | {r['backend']}:{r['device']} | {r['dtype']} | "
-          f"{r['median_s']:.3f} | {r['min_s']:.3f} | "
-          f"{r['examples_per_s']:.2f} | {gfs} | {mfu} | "
-          f"{r['setup_compile_s']:.1f} |")
-  summary = {"args": {k: v for k, v in vars(args).items()
-                      if not k.startswith("_")},
-             "results": rows, "load_before": loads, "machine": machine,
-             "flops_per_step": flops}
+    print(
+        f"| {fw} | {r['backend']}:{r['device']} | {r['dtype']} | "
+        f"{r['median_s']:.3f} | {r['min_s']:.3f} | "
+        f"{r['examples_per_s']:.2f} | {gfs} | {mfu} | "
+        f"{r['setup_compile_s']:.1f} |"
+    )
+  summary = {
+      "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
+      "results": rows,
+      "load_before": loads,
+      "machine": machine,
+      "flops_per_step": flops,
+  }
   if "jax" in rows and "torch" in rows:
     ratio = rows["jax"]["examples_per_s"] / rows["torch"]["examples_per_s"]
     summary["jax_over_torch"] = ratio
     best = rows["torch"]["min_s"] / rows["jax"]["min_s"]
     summary["jax_over_torch_min"] = best
-    print(f"\nthroughput ratio jax / torch = {ratio:.2f}x from medians, "
-          f"{best:.2f}x from the fastest steps "
-          f"(target >= 1.2x: {'met' if ratio >= 1.2 else 'MISSED'})")
+    print(
+        f"\nthroughput ratio jax / torch = {ratio:.2f}x from medians, "
+        f"{best:.2f}x from the fastest steps "
+        f"(target >= 1.2x: {'met' if ratio >= 1.2 else 'MISSED'})"
+    )
   if flops:
     print(f"FLOPs per step (XLA cost analysis): {flops / 1e9:.1f} GFLOP")
-  print(f"step times: " + "; ".join(
-      f"{fw}: " + ", ".join(f"{t:.3f}" for t in r["times"])
-      for fw, r in rows.items()))
+  print(
+      f"step times: "
+      + "; ".join(
+          f"{fw}: " + ", ".join(f"{t:.3f}" for t in r["times"])
+          for fw, r in rows.items()
+      )
+  )
   if args.out:
     with open(args.out, "w") as f:
       json.dump(summary, f, indent=1)

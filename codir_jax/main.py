@@ -12,7 +12,9 @@ from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Path to a config file (configs/*.py[:args]).",
+    "config",
+    None,
+    "Path to a config file (configs/*.py[:args]).",
     lock_config=True,
 )
 _WORKDIR = flags.DEFINE_string(
@@ -28,11 +30,8 @@ def main(argv):
   # progress lines and warnings (pass --verbosity=0 to see them).
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  import jax  # pylint: disable=g-import-not-at-top
-
-  # Random bits that do not depend on the device layout, so a run gives
-  # the same numbers on 1 device and on a mesh.
-  jax.config.update("jax_threefry_partitionable", True)
+  # JAX flags are set in one place: sharding.configure_jax (called by
+  # train_and_evaluate).
   from codir_jax.train import trainer  # pylint: disable=g-import-not-at-top
 
   trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -147,45 +147,6 @@ def logical_to_spec(
   return P(*out)
 
 
-def tree_specs(
-    tree: Any, logical_tree: Any, mesh: Mesh, rules: Mapping[str, str | None]
-) -> Any:
-  """PartitionSpecs for `tree` (arrays or ShapeDtypeStructs).
-
-  Args:
-    tree: a pytree of arrays / ShapeDtypeStructs.
-    logical_tree: the same structure with a tuple of logical names (or None)
-      at every leaf; `None` leaves are replicated.
-    mesh: the mesh.
-    rules: logical name -> mesh axis.
-  """
-  return jax.tree.map(
-      lambda x, names: logical_to_spec(names, x.shape, mesh, rules),
-      tree,
-      logical_tree,
-  )
-
-
-def nnx_logical_axes(state: Any) -> Any:
-  """Logical axis names of every variable in an `nnx.State`.
-
-  Returns a pure-dict tree (the structure of `state.to_pure_dict()`) with the
-  `out_sharding` metadata tuple of each variable, or None where it has none.
-  """
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-
-  def names(v):
-    meta = v.get_metadata() if isinstance(v, nnx.Variable) else {}
-    axes = meta.get("out_sharding")
-    return tuple(axes) if axes else None
-
-  logical = jax.tree.map(
-      names, state, is_leaf=lambda x: isinstance(x, nnx.Variable)
-  )
-  return nnx.State(logical).to_pure_dict() if isinstance(
-      logical, nnx.State) else logical
-
-
 def to_shardings(mesh: Mesh, specs: Any) -> Any:
   """Wraps every PartitionSpec leaf of `specs` in a NamedSharding."""
   return jax.tree.map(
@@ -193,3 +154,22 @@ def to_shardings(mesh: Mesh, specs: Any) -> Any:
       specs,
       is_leaf=lambda x: isinstance(x, P),
   )
+
+
+def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
+  """Host batch (this process's rows) -> global arrays sharded on 'data'."""
+  shard = batch_sharding(mesh)
+  return {
+      k: jax.make_array_from_process_local_data(shard, np.asarray(v))
+      for k, v in batch.items()
+  }
+
+
+def configure_jax() -> None:
+  """The JAX flags every run sets (the only place that sets them).
+
+  Random bits that do not depend on the device layout, so a run gives the
+  same numbers on 1 device and on a mesh (the default in current JAX; set
+  explicitly so an older default or a user's override cannot change it).
+  """
+  jax.config.update("jax_threefry_partitionable", True)

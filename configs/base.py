@@ -58,7 +58,9 @@ def get_base_config() -> ml_collections.ConfigDict:
   # 'tsv' (local GLUE dir), 'tfds' (needs TF) or 'hf' (Hugging Face
   # `nyu-mll/glue`, needs requirements-hf.txt; data_dir '' = the Hub).
   c.task.source = "tsv"
-  c.task.data_dir = "../shared/data/glue"  # GLUE root (tsv) / tfds data_dir.
+  # GLUE root in the original download layout (tsv; required), or a tfds
+  # data_dir. No default: see README "Getting GLUE".
+  c.task.data_dir = ""
   c.task.max_len = 128  # Tokens per example after truncation.
   c.task.train_limit = 0  # Use the first N training examples (0 = all).
   c.task.eval_limit = 0  # Evaluate on the first N dev examples (0 = all).

@@ -12,7 +12,7 @@ accuracy of both and their inference speed.
 
 Hardware: 2 CPU cores. Runtime: about 2-3 minutes. Expected: teacher and
 student dev accuracy well above chance (>= 0.9), student ~2x faster.
-Pass `--config.task.data_dir=../shared/data/glue` to run it on real SST-2.
+Pass `--config.task.data_dir=<GLUE root>` to run it on real SST-2.
 """
 
 from configs import base

@@ -36,14 +36,15 @@ _TASK_SETTINGS = {
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, task="sst2", variant="codir", released=False,
-                          subset=0)
+  args = common.parse_arg(
+      arg, task="sst2", variant="codir", released=False, subset=0
+  )
   if args.task not in _TASK_SETTINGS:
     raise ValueError(f"task={args.task!r}; known: {sorted(_TASK_SETTINGS)}")
   c = base.get_base_config()
   c.mode = "distill"
   c.task.name = args.task
-  c.task.data_dir = "../shared/data/glue"
+  c.task.data_dir = ""  # Required: --config.task.data_dir=<GLUE root>.
   c.task.max_len = 128
   c.task.train_limit = args.subset
   base.apply_variant(c, args.variant)

@@ -30,4 +30,3 @@ def get_config(arg=None):
   c.ckpt.every_steps = 1000
   c.log.eval_every_steps = 1000
   return c
-

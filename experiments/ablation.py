@@ -40,29 +40,11 @@ config's defaults (paper pooling, layers and InfoNCE; beta 0.5, rho 2,
 lambda 0.1 for codir, K = 100, tau 0.07).
 
 Runtime of the default (2 tasks, 1 teacher + 12 students each): about 45
-minutes on this project's 2-core CPU machine (50 if the machine is busier),
-under the 60-minute budget. Measured with a timing run of this script while
-another job shared the CPUs (load average ~4.5):
-
-  python experiments/ablation.py --out $(mktemp -d) --tasks sst2 mrpc \
-      --variants codir --seeds 0 1 --steps 50          # 9 min in all
-
-Per-step times come from the progress lines at steps 25 and 50 (so they
-exclude compilation); "fixed" is the rest of a run's `total_wall_s`
-(set-up, compilation, dev evaluation of student and teacher, speed test):
-
-  | run            | s / step   | fixed s | default steps | est. s / run |
-  | SST-2 teacher  | 0.88       | 57      | 150           | 190          |
-  | SST-2 student  | 0.91-1.39  | 15-18   | 100           | 110-155      |
-  | MRPC teacher   | 0.68       | 27      | 150           | 130          |
-  | MRPC student   | 0.52       | 7-13    | 100           | 60-65        |
-
-  total ~ 190 + 12 x 125 + 130 + 12 x 65 ~ 2,600 s ~ 44 min
-  (~ 2,950 s ~ 49 min with every SST-2 student at 1.39 s/step).
-
-codir is the dearest variant (kd, pkd and codir_inbatch skip the bank);
-seeds after the first of a variant load the compiled step from the
-persistent cache. On other hardware rerun the timing command above.
+minutes on this project's 2-core CPU machine, measured by timing one seed of
+each run kind from its progress lines (SST-2 teacher ~190 s, student
+~110-155 s; MRPC teacher ~130 s, student ~60-65 s). codir is the dearest
+variant; seeds after the first of a variant load the compiled step from the
+persistent cache. On other hardware rerun with `--seeds 0 --steps 50`.
 
 Paper-like settings (`--full`): the whole training set, max_len 128, the
 teacher fine-tuned for 3 epochs at lr 2e-5 (BERT's GLUE recipe), students
@@ -95,8 +77,7 @@ from configs import base  # noqa: E402
 from configs import glue_codir  # noqa: E402
 from experiments import runs  # noqa: E402
 
-DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data",
-                                "glue")
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
 DEFAULT_TASKS = ("sst2", "mrpc")
 DEFAULT_VARIANTS = ("kd", "pkd", "codir", "codir_inbatch")
 DEFAULT_SEEDS = (0, 1, 2)
@@ -105,12 +86,30 @@ TEACHER_SEED = 0
 # Schedules: `subset` fits the 60-minute CPU budget, `full` is paper-like.
 # steps = 0 trains for `epochs`; lr = None keeps glue_codir's per-task lr.
 SCHEDULES = {
-    "subset": dict(subset=2000, max_len=64, eval_limit=0, steps=100,
-                   epochs=10.0, lr=1e-4, teacher_steps=150,
-                   teacher_epochs=3.0, teacher_lr=1e-4, eval_every=0),
-    "full": dict(subset=0, max_len=128, eval_limit=0, steps=0, epochs=10.0,
-                 lr=None, teacher_steps=0, teacher_epochs=3.0,
-                 teacher_lr=2e-5, eval_every=500),
+    "subset": dict(
+        subset=2000,
+        max_len=64,
+        eval_limit=0,
+        steps=100,
+        epochs=10.0,
+        lr=1e-4,
+        teacher_steps=150,
+        teacher_epochs=3.0,
+        teacher_lr=1e-4,
+        eval_every=0,
+    ),
+    "full": dict(
+        subset=0,
+        max_len=128,
+        eval_limit=0,
+        steps=0,
+        epochs=10.0,
+        lr=None,
+        teacher_steps=0,
+        teacher_epochs=3.0,
+        teacher_lr=2e-5,
+        eval_every=500,
+    ),
 }
 
 
@@ -137,8 +136,14 @@ class Settings:
   eval_every: int  # Dev evaluation interval (0 = only at the end).
 
 
-def _schedule_overrides(c: ml_collections.ConfigDict, s: Settings, *,
-                        steps: int, epochs: float, lr: float | None) -> None:
+def _schedule_overrides(
+    c: ml_collections.ConfigDict,
+    s: Settings,
+    *,
+    steps: int,
+    epochs: float,
+    lr: float | None,
+) -> None:
   c.task.source = s.source
   c.task.data_dir = s.data_dir
   c.task.max_len = s.max_len
@@ -160,16 +165,17 @@ def teacher_config(s: Settings, task: str) -> ml_collections.ConfigDict:
   c.mode = "finetune_teacher"
   c.seed = TEACHER_SEED
   c.teacher.path = s.teacher
-  _schedule_overrides(c, s, steps=s.teacher_steps, epochs=s.teacher_epochs,
-                      lr=s.teacher_lr)
+  _schedule_overrides(
+      c, s, steps=s.teacher_steps, epochs=s.teacher_epochs, lr=s.teacher_lr
+  )
   return c
 
 
-def student_config(s: Settings, task: str, variant: str, seed: int,
-                   teacher_dir: str) -> ml_collections.ConfigDict:
+def student_config(
+    s: Settings, task: str, variant: str, seed: int, teacher_dir: str
+) -> ml_collections.ConfigDict:
   """distill config of one (task, variant, seed) run."""
-  c = glue_codir.get_config(
-      f"task={task},variant={variant},subset={s.subset}")
+  c = glue_codir.get_config(f"task={task},variant={variant},subset={s.subset}")
   c.seed = seed
   c.teacher.path = teacher_dir
   _schedule_overrides(c, s, steps=s.steps, epochs=s.epochs, lr=s.lr)
@@ -193,29 +199,42 @@ def summarize_runs(task: str, runs: Sequence[dict]) -> dict[str, Any]:
   out = {"n": len(runs), "mean": {}, "std": {}}
   for name in metric_columns(task):
     out["mean"][name], out["std"][name] = _mean_std(
-        [r["dev"][name] for r in runs])
-  out["wall_s_mean"], out["wall_s_std"] = _mean_std(
-      [r["wall_s"] for r in runs])
+        [r["dev"][name] for r in runs]
+    )
+  out["wall_s_mean"], out["wall_s_std"] = _mean_std([r["wall_s"] for r in runs])
   return out
 
 
 def _run_record(summary: dict, workdir: str, **extra) -> dict[str, Any]:
-  keep = ("dev", "best_dev", "teacher_dev", "steps", "train_wall_s",
-          "wall_s", "resumed", "speed")
-  return {**extra, "workdir": workdir,
-          **{k: summary[k] for k in keep if k in summary}}
+  keep = (
+      "dev",
+      "best_dev",
+      "teacher_dev",
+      "steps",
+      "train_wall_s",
+      "wall_s",
+      "resumed",
+      "speed",
+  )
+  return {
+      **extra,
+      "workdir": workdir,
+      **{k: summary[k] for k in keep if k in summary},
+  }
 
 
-def run_ablation(s: Settings, out: str, *,
-                 keep_checkpoints: bool = False) -> dict[str, Any]:
+def run_ablation(
+    s: Settings, out: str, *, keep_checkpoints: bool = False
+) -> dict[str, Any]:
   """Runs (or resumes) every run of `s` under `out`; returns the results."""
   t0 = time.perf_counter()
   results = {"settings": dataclasses.asdict(s), "tasks": {}}
   for task in s.tasks:
     tdir = os.path.join(out, task)
     workdir = os.path.join(tdir, "teacher")
-    t_sum = runs.run_one(teacher_config(s, task), workdir,
-                    keep_checkpoints=keep_checkpoints)
+    t_sum = runs.run_one(
+        teacher_config(s, task), workdir, keep_checkpoints=keep_checkpoints
+    )
     teacher = _run_record(t_sum, workdir, seed=TEACHER_SEED)
     teacher_dir = t_sum["export"]
     variants = {}
@@ -224,8 +243,10 @@ def run_ablation(s: Settings, out: str, *,
       for seed in s.seeds:
         workdir = os.path.join(tdir, variant, f"seed{seed}")
         summary = runs.run_one(
-            student_config(s, task, variant, seed, teacher_dir), workdir,
-            keep_checkpoints=keep_checkpoints)
+            student_config(s, task, variant, seed, teacher_dir),
+            workdir,
+            keep_checkpoints=keep_checkpoints,
+        )
         runs.check_teacher_reload(teacher["dev"], summary, workdir)
         records.append(_run_record(summary, workdir, seed=seed))
       variants[variant] = {"runs": records, **summarize_runs(task, records)}
@@ -248,7 +269,8 @@ def format_markdown(results: dict[str, Any]) -> str:
   s = results["settings"]
   teacher = s["teacher"] or "all-MiniLM-L6-v2 (bundled)"
   lines = [
-      "# CoDIR ablation (GLUE dev)", "",
+      "# CoDIR ablation (GLUE dev)",
+      "",
       f"Schedule `{s['schedule']}`: teacher {teacher}; train subset"
       f" {s['subset'] or 'all'}, max_len {s['max_len']}, dev subset"
       f" {s['eval_limit'] or 'all'}; student steps"
@@ -259,20 +281,26 @@ def format_markdown(results: dict[str, Any]) -> str:
   ]
   for task, r in results["tasks"].items():
     cols = r["metrics"]
-    lines += ["", f"## {tasks_lib.get_task(task).dir_name}", "",
-              "| model | seeds | " + " | ".join(cols) + " | wall s / run |",
-              "|---" * (len(cols) + 3) + "|"]
+    lines += [
+        "",
+        f"## {tasks_lib.get_task(task).dir_name}",
+        "",
+        "| model | seeds | " + " | ".join(cols) + " | wall s / run |",
+        "|---" * (len(cols) + 3) + "|",
+    ]
     t = r["teacher"]
     lines.append(
         "| teacher (fine-tuned) | 1 | "
         + " | ".join(_cell(t["dev"][c], 0.0, 1) for c in cols)
-        + f" | {t['wall_s']:.1f} |")
+        + f" | {t['wall_s']:.1f} |"
+    )
     for name, v in r["variants"].items():
       n = v["n"]
       lines.append(
           f"| {name} | {n} | "
           + " | ".join(_cell(v["mean"][c], v["std"][c], n) for c in cols)
-          + f" | {_cell(v['wall_s_mean'], v['wall_s_std'], n, 1)} |")
+          + f" | {_cell(v['wall_s_mean'], v['wall_s_std'], n, 1)} |"
+      )
   return "\n".join(lines) + "\n"
 
 
@@ -287,8 +315,9 @@ def plot_results(results: dict[str, Any], path: str) -> str:
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   task_items = list(results["tasks"].items())
-  fig, axes = plt.subplots(1, len(task_items), squeeze=False,
-                           figsize=(4.5 * len(task_items) + 1, 4))
+  fig, axes = plt.subplots(
+      1, len(task_items), squeeze=False, figsize=(4.5 * len(task_items) + 1, 4)
+  )
   for ax, (task, r) in zip(axes[0], task_items):
     cols = list(tasks_lib.get_task(task).metric_names)  # Not their mean.
     names = ["teacher", *r["variants"]]
@@ -302,17 +331,30 @@ def plot_results(results: dict[str, Any], path: str) -> str:
         stds.append(v["std"][col])
         seeds.append([run["dev"][col] for run in v["runs"]])
       x = np.arange(len(names)) + (j - (len(cols) - 1) / 2) * width
-      bars = ax.bar(x, means, width, yerr=stds, capsize=3, label=col,
-                    color=f"C{j}", alpha=0.8)
+      bars = ax.bar(
+          x,
+          means,
+          width,
+          yerr=stds,
+          capsize=3,
+          label=col,
+          color=f"C{j}",
+          alpha=0.8,
+      )
       bars[0].set_hatch("//")
       for xi, ys in zip(x, seeds):
         ax.plot([xi] * len(ys), ys, "k.", markersize=4)
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels(names, rotation=20)
     ax.set_title(f"{tasks_lib.get_task(task).dir_name} (dev)")
-    lo = min(min(r["teacher"]["dev"][c] for c in cols),
-             *(min(run["dev"][c] for run in v["runs"])
-               for v in r["variants"].values() for c in cols))
+    lo = min(
+        min(r["teacher"]["dev"][c] for c in cols),
+        *(
+            min(run["dev"][c] for run in v["runs"])
+            for v in r["variants"].values()
+            for c in cols
+        ),
+    )
     ax.set_ylim(max(0.0, lo - 0.1), 1.0)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(loc="upper right", fontsize=8)
@@ -326,8 +368,9 @@ def plot_results(results: dict[str, Any], path: str) -> str:
 def write_results(results: dict[str, Any], out: str) -> dict[str, str]:
   """Writes results.json, results.md and results.png; returns their paths."""
   os.makedirs(out, exist_ok=True)
-  paths = {ext: os.path.join(out, f"results.{ext}")
-           for ext in ("json", "md", "png")}
+  paths = {
+      ext: os.path.join(out, f"results.{ext}") for ext in ("json", "md", "png")
+  }
   with open(paths["json"], "w", encoding="utf-8") as f:
     json.dump(results, f, indent=2, default=float)  # Keeps the run order.
   with open(paths["md"], "w", encoding="utf-8") as f:
@@ -342,36 +385,74 @@ def parse_args(
   """Flags -> Settings (schedule defaults, then explicit flags)."""
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", required=True, help="Output directory.")
-  p.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS),
-                 help="GLUE tasks (sst2, mrpc, stsb, ...; SST-2 works too).")
+  p.add_argument(
+      "--tasks",
+      nargs="+",
+      default=list(DEFAULT_TASKS),
+      help="GLUE tasks (sst2, mrpc, stsb, ...; SST-2 works too).",
+  )
   p.add_argument("--seeds", nargs="+", type=int, default=list(DEFAULT_SEEDS))
-  p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS),
-                 choices=sorted(base.VARIANTS))
-  p.add_argument("--teacher", default="",
-                 help="HF dir of the teacher ('' = bundled MiniLM-L6).")
-  p.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                 help="GLUE root in the original TSV layout, or the tfds /"
-                 " HF datasets data_dir of --source ('' with hf = the Hub).")
-  p.add_argument("--source", default="tsv", choices=("tsv", "tfds", "hf"),
-                 help="config.task.source: where GLUE is read from.")
-  p.add_argument("--full", action="store_true",
-                 help="Paper-like settings (GPU/TPU) instead of the subset.")
-  p.add_argument("--steps", type=int, default=None,
-                 help="Student steps (also the teacher's unless"
-                 " --teacher_steps is given; 0 = epochs).")
+  p.add_argument(
+      "--variants",
+      nargs="+",
+      default=list(DEFAULT_VARIANTS),
+      choices=sorted(base.VARIANTS),
+  )
+  p.add_argument(
+      "--teacher",
+      default="",
+      help="HF dir of the teacher ('' = bundled MiniLM-L6).",
+  )
+  p.add_argument(
+      "--data_dir",
+      default=DEFAULT_DATA_DIR,
+      help="GLUE root in the original TSV layout, or the tfds /"
+      " HF datasets data_dir of --source ('' with hf = the Hub).",
+  )
+  p.add_argument(
+      "--source",
+      default="tsv",
+      choices=("tsv", "tfds", "hf"),
+      help="config.task.source: where GLUE is read from.",
+  )
+  p.add_argument(
+      "--full",
+      action="store_true",
+      help="Paper-like settings (GPU/TPU) instead of the subset.",
+  )
+  p.add_argument(
+      "--steps",
+      type=int,
+      default=None,
+      help="Student steps (also the teacher's unless"
+      " --teacher_steps is given; 0 = epochs).",
+  )
   p.add_argument("--teacher_steps", type=int, default=None)
-  p.add_argument("--subset", type=int, default=None,
-                 help="First N training examples (0 = all).")
-  p.add_argument("--eval_limit", type=int, default=None,
-                 help="First N dev examples (0 = all).")
+  p.add_argument(
+      "--subset",
+      type=int,
+      default=None,
+      help="First N training examples (0 = all).",
+  )
+  p.add_argument(
+      "--eval_limit",
+      type=int,
+      default=None,
+      help="First N dev examples (0 = all).",
+  )
   p.add_argument("--max_len", type=int, default=None)
   p.add_argument("--lr", type=float, default=None, help="Student lr.")
   p.add_argument("--teacher_lr", type=float, default=None)
-  p.add_argument("--jax_cache", default=None,
-                 help="Compilation cache dir (default <out>/jax_cache;"
-                 " '' = off).")
-  p.add_argument("--keep_checkpoints", action="store_true",
-                 help="Keep finished runs' checkpoints/ (default: delete).")
+  p.add_argument(
+      "--jax_cache",
+      default=None,
+      help="Compilation cache dir (default <out>/jax_cache;" " '' = off).",
+  )
+  p.add_argument(
+      "--keep_checkpoints",
+      action="store_true",
+      help="Keep finished runs' checkpoints/ (default: delete).",
+  )
   a = p.parse_args(argv)
   sched = dict(SCHEDULES["full" if a.full else "subset"])
   for key in ("subset", "eval_limit", "max_len", "lr", "teacher_lr"):
@@ -404,8 +485,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   settings, args = parse_args(argv)
   out = os.path.abspath(args.out)
   with runs.compilation_cache(args.jax_cache):
-    results = run_ablation(settings, out,
-                           keep_checkpoints=args.keep_checkpoints)
+    results = run_ablation(
+        settings, out, keep_checkpoints=args.keep_checkpoints
+    )
   paths = write_results(results, out)
   print(format_markdown(results), flush=True)
   print("Wrote " + ", ".join(paths.values()), flush=True)

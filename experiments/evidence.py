@@ -55,8 +55,7 @@ from experiments import evidence_stats as stats  # noqa: E402
 from experiments import runs  # noqa: E402
 
 DEFAULT_RESULTS = os.path.join(REPO, "experiments", "results")
-DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data",
-                                "glue")
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
 # Keys that name places, not the recipe: excluded from the config hash.
 _PLACE_KEYS = ("task.data_dir", "teacher.path", "eval.model_path")
 
@@ -82,12 +81,20 @@ def code_version() -> str:
   code it imported, not a later checkout.
   """
   try:
-    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"],
-                          cwd=REPO, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     dirty = subprocess.run(
         ["git", "status", "--porcelain", "--", "codir_jax", "configs"],
-        cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
   return head + ("-dirty" if dirty else "")
@@ -97,9 +104,14 @@ def code_version() -> str:
 # Configs of the runs.
 
 
-def run_config(run: plan_lib.Run, *, data_dir: str, teacher_dir: str,
-               base_teacher: str = "",
-               tasks: dict | None = None) -> ml_collections.ConfigDict:
+def run_config(
+    run: plan_lib.Run,
+    *,
+    data_dir: str,
+    teacher_dir: str,
+    base_teacher: str = "",
+    tasks: dict | None = None,
+) -> ml_collections.ConfigDict:
   """The trainer config of one run (glue_codir + the task schedule).
 
   Args:
@@ -212,9 +224,13 @@ def _teacher_dir(paths: Paths, task: str) -> str:
 
 
 def _config_of(run: plan_lib.Run, paths: Paths) -> ml_collections.ConfigDict:
-  return run_config(run, data_dir=paths.data_dir,
-                    teacher_dir=_teacher_dir(paths, run.task),
-                    base_teacher=paths.base_teacher, tasks=paths.tasks)
+  return run_config(
+      run,
+      data_dir=paths.data_dir,
+      teacher_dir=_teacher_dir(paths, run.task),
+      base_teacher=paths.base_teacher,
+      tasks=paths.tasks,
+  )
 
 
 def _done(run: plan_lib.Run, paths: Paths, records: dict) -> bool:
@@ -233,12 +249,18 @@ def _done(run: plan_lib.Run, paths: Paths, records: dict) -> bool:
 def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
   best = dict(summary.get("best_dev") or summary["dev"])
   rec = {
-      "task": run.task, "kind": run.kind, "variant": run.label,
-      "seed": run.seed, "score": float(best["score"]), "best_dev": best,
-      "dev": summary["dev"], "steps": summary["steps"],
+      "task": run.task,
+      "kind": run.kind,
+      "variant": run.label,
+      "seed": run.seed,
+      "score": float(best["score"]),
+      "best_dev": best,
+      "dev": summary["dev"],
+      "steps": summary["steps"],
       "wall_s": float(summary["total_wall_s"]),
       "train_wall_s": float(summary["train_wall_s"]),
-      "config_hash": config_hash(config), "config": recipe(config),
+      "config_hash": config_hash(config),
+      "config": recipe(config),
       "code": code_version(),
   }
   if run.kind == "student":
@@ -261,34 +283,49 @@ def execute(run: plan_lib.Run, paths: Paths, records: dict) -> dict:
     runs.check_teacher_reload(want, summary, workdir)
   if run.kind == "teacher":
     old = records.get(run.name)
-    if old is not None and abs(old["score"] - float(
-        (summary.get("best_dev") or summary["dev"])["score"])) > 1e-6:
+    if (
+        old is not None
+        and abs(
+            old["score"]
+            - float((summary.get("best_dev") or summary["dev"])["score"])
+        )
+        > 1e-6
+    ):
       raise RuntimeError(
           f"{run.name}: the retrained teacher scores differently from the"
           f" recorded one ({old['score']}); students recorded with the old"
-          " teacher would mix with new ones. Move evidence.json aside.")
+          " teacher would mix with new ones. Move evidence.json aside."
+      )
   return _record(run, summary, config, teacher_rec)
 
 
-def write_results(paths: Paths, records: dict, plan: Sequence[plan_lib.Run],
-                  ) -> dict:
-  results = plan_lib.summarize(records, plan,
-                              paths.tasks or plan_lib.TASKS)
+def write_results(
+    paths: Paths,
+    records: dict,
+    plan: Sequence[plan_lib.Run],
+) -> dict:
+  results = plan_lib.summarize(records, plan, paths.tasks or plan_lib.TASKS)
   os.makedirs(paths.results, exist_ok=True)
   out = os.path.join(paths.results, "evidence.json")
   tmp = out + f".tmp{os.getpid()}"
   with open(tmp, "w", encoding="utf-8") as f:
     json.dump({**results, "runs": records}, f, indent=1, sort_keys=True)
   os.replace(tmp, out)
-  with open(os.path.join(paths.results, "evidence.md"), "w",
-            encoding="utf-8") as f:
+  with open(
+      os.path.join(paths.results, "evidence.md"), "w", encoding="utf-8"
+  ) as f:
     f.write(stats.markdown(results))
   stats.plot(results, os.path.join(paths.results, "evidence.png"))
   return results
 
 
-def work(paths: Paths, plan: Sequence[plan_lib.Run], *,
-         poll_s: float = 30.0, max_runs: int = 0) -> int:
+def work(
+    paths: Paths,
+    plan: Sequence[plan_lib.Run],
+    *,
+    poll_s: float = 30.0,
+    max_runs: int = 0,
+) -> int:
   """Claims and runs pending runs until none is left; returns runs done."""
   done_here = 0
   while True:
@@ -296,9 +333,11 @@ def work(paths: Paths, plan: Sequence[plan_lib.Run], *,
     pending = [r for r in plan if not _done(r, paths, records)]
     if not pending or (max_runs and done_here >= max_runs):
       return done_here
-    ready = [r for r in pending
-             if r.kind == "teacher"
-             or _done(plan_lib.teacher_of(r), paths, records)]
+    ready = [
+        r
+        for r in pending
+        if r.kind == "teacher" or _done(plan_lib.teacher_of(r), paths, records)
+    ]
     run = next((r for r in ready if _claim(paths.out, r.name)), None)
     if run is None:
       time.sleep(poll_s)  # Others hold the ready runs, or teachers train.
@@ -316,54 +355,105 @@ def work(paths: Paths, plan: Sequence[plan_lib.Run], *,
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   p.add_argument("--out", required=True, help="Run directories.")
-  p.add_argument("--results", default=DEFAULT_RESULTS,
-                 help="Where evidence.{json,md,png} go (committed).")
-  p.add_argument("--data_dir", default=DEFAULT_DATA_DIR,
-                 help="GLUE root in the original TSV layout.")
-  p.add_argument("--tasks", nargs="+", default=list(plan_lib.TASKS),
-                 choices=list(plan_lib.TASKS))
-  p.add_argument("--teacher", default="",
-                 help="HF dir to fine-tune as teacher ('' = bundled).")
-  p.add_argument("--smoke", action="store_true",
-                 help="Tiny schedule (tests): 64-example tasks, max_len 16.")
-  p.add_argument("--seeds", nargs="+", type=int,
-                 default=list(plan_lib.MAIN_SEEDS))
-  p.add_argument("--variants", nargs="+",
-                 default=list(plan_lib.MAIN_VARIANTS))
-  p.add_argument("--workers", type=int, default=1,
-                 help="Worker processes started by this call.")
-  p.add_argument("--max_runs", type=int, default=0,
-                 help="Stop after this many runs (0 = all).")
-  p.add_argument("--report", action="store_true",
-                 help="Only rewrite the tables and plot from evidence.json.")
-  p.add_argument("--jax_cache", default=None,
-                 help="Compilation cache (default <out>/jax_cache).")
+  p.add_argument(
+      "--results",
+      default=DEFAULT_RESULTS,
+      help="Where evidence.{json,md,png} go (committed).",
+  )
+  p.add_argument(
+      "--data_dir",
+      default=DEFAULT_DATA_DIR,
+      help="GLUE root in the original TSV layout.",
+  )
+  p.add_argument(
+      "--tasks",
+      nargs="+",
+      default=list(plan_lib.TASKS),
+      choices=list(plan_lib.TASKS),
+  )
+  p.add_argument(
+      "--teacher",
+      default="",
+      help="HF dir to fine-tune as teacher ('' = bundled).",
+  )
+  p.add_argument(
+      "--smoke",
+      action="store_true",
+      help="Tiny schedule (tests): 64-example tasks, max_len 16.",
+  )
+  p.add_argument(
+      "--seeds", nargs="+", type=int, default=list(plan_lib.MAIN_SEEDS)
+  )
+  p.add_argument("--variants", nargs="+", default=list(plan_lib.MAIN_VARIANTS))
+  p.add_argument(
+      "--workers",
+      type=int,
+      default=1,
+      help="Worker processes started by this call.",
+  )
+  p.add_argument(
+      "--max_runs",
+      type=int,
+      default=0,
+      help="Stop after this many runs (0 = all).",
+  )
+  p.add_argument(
+      "--report",
+      action="store_true",
+      help="Only rewrite the tables and plot from evidence.json.",
+  )
+  p.add_argument(
+      "--jax_cache",
+      default=None,
+      help="Compilation cache (default <out>/jax_cache).",
+  )
   return p.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
   a = parse_args(argv)
   code_version()  # Pins the version of the code this process imported.
-  paths = Paths(out=os.path.abspath(a.out),
-                results=os.path.abspath(a.results),
-                data_dir=os.path.abspath(a.data_dir),
-                base_teacher=os.path.abspath(a.teacher) if a.teacher else "",
-                tasks=plan_lib.SMOKE_TASKS if a.smoke else plan_lib.TASKS)
-  plan = plan_lib.make_plan(tuple(a.tasks), seeds=a.seeds,
-                            variants=a.variants, tasks=paths.tasks)
+  paths = Paths(
+      out=os.path.abspath(a.out),
+      results=os.path.abspath(a.results),
+      data_dir=os.path.abspath(a.data_dir),
+      base_teacher=os.path.abspath(a.teacher) if a.teacher else "",
+      tasks=plan_lib.SMOKE_TASKS if a.smoke else plan_lib.TASKS,
+  )
+  plan = plan_lib.make_plan(
+      tuple(a.tasks), seeds=a.seeds, variants=a.variants, tasks=paths.tasks
+  )
   if a.report:
     return write_results(paths, _load_records(paths), plan)
   for task in a.tasks:
     tasks_lib.get_task(task)
-  cache = os.path.join(paths.out, "jax_cache") if a.jax_cache is None else (
-      a.jax_cache)
+  cache = (
+      os.path.join(paths.out, "jax_cache")
+      if a.jax_cache is None
+      else (a.jax_cache)
+  )
   if a.workers > 1:
     child = [
-        sys.executable, os.path.abspath(__file__), "--out", paths.out,
-        "--results", paths.results, "--data_dir", paths.data_dir,
-        "--teacher", paths.base_teacher, "--jax_cache", cache,
-        "--max_runs", str(a.max_runs), "--tasks", *a.tasks,
-        "--seeds", *map(str, a.seeds), "--variants", *a.variants,
+        sys.executable,
+        os.path.abspath(__file__),
+        "--out",
+        paths.out,
+        "--results",
+        paths.results,
+        "--data_dir",
+        paths.data_dir,
+        "--teacher",
+        paths.base_teacher,
+        "--jax_cache",
+        cache,
+        "--max_runs",
+        str(a.max_runs),
+        "--tasks",
+        *a.tasks,
+        "--seeds",
+        *map(str, a.seeds),
+        "--variants",
+        *a.variants,
     ] + (["--smoke"] if a.smoke else [])
     procs = [subprocess.Popen(child) for _ in range(a.workers)]
     codes = [p.wait() for p in procs]

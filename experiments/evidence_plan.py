@@ -51,34 +51,78 @@ class TaskSchedule:
 TASKS = {
     # Longest train pair: 103 word pieces; buckets 32, 64, 104.
     "mrpc": TaskSchedule(
-        train_size=3668, max_len=104, min_bucket=32, batch_size=16,
-        teacher_lr=5e-5, teacher_epochs=6.0, teacher_evals_per_epoch=2,
-        teacher_patience=3, student_lr=5e-5, student_epochs=2.0,
-        student_train_limit=0, student_evals_per_epoch=2,
-        student_patience=2, target_metric="accuracy", target=0.80),
+        train_size=3668,
+        max_len=104,
+        min_bucket=32,
+        batch_size=16,
+        teacher_lr=5e-5,
+        teacher_epochs=6.0,
+        teacher_evals_per_epoch=2,
+        teacher_patience=3,
+        student_lr=5e-5,
+        student_epochs=2.0,
+        student_train_limit=0,
+        student_evals_per_epoch=2,
+        student_patience=2,
+        target_metric="accuracy",
+        target=0.80,
+    ),
     # Longest train pair: 125 word pieces; buckets 32, 64, 128.
     "stsb": TaskSchedule(
-        train_size=5749, max_len=128, min_bucket=32, batch_size=16,
-        teacher_lr=5e-5, teacher_epochs=6.0, teacher_evals_per_epoch=2,
-        teacher_patience=3, student_lr=5e-5, student_epochs=2.0,
-        student_train_limit=0, student_evals_per_epoch=2,
-        student_patience=2, target_metric="pearson", target=0.80),
+        train_size=5749,
+        max_len=128,
+        min_bucket=32,
+        batch_size=16,
+        teacher_lr=5e-5,
+        teacher_epochs=6.0,
+        teacher_evals_per_epoch=2,
+        teacher_patience=3,
+        student_lr=5e-5,
+        student_epochs=2.0,
+        student_train_limit=0,
+        student_evals_per_epoch=2,
+        student_patience=2,
+        target_metric="pearson",
+        target=0.80,
+    ),
     # Longest train sentence: 63 word pieces; buckets 16, 32, 64.
     "sst2": TaskSchedule(
-        train_size=67349, max_len=64, min_bucket=16, batch_size=32,
-        teacher_lr=5e-5, teacher_epochs=1.5, teacher_evals_per_epoch=4,
-        teacher_patience=3, student_lr=5e-5, student_epochs=2.0,
-        student_train_limit=20000, student_evals_per_epoch=2,
-        student_patience=2, target_metric="accuracy", target=0.88),
+        train_size=67349,
+        max_len=64,
+        min_bucket=16,
+        batch_size=32,
+        teacher_lr=5e-5,
+        teacher_epochs=1.5,
+        teacher_evals_per_epoch=4,
+        teacher_patience=3,
+        student_lr=5e-5,
+        student_epochs=2.0,
+        student_train_limit=20000,
+        student_evals_per_epoch=2,
+        student_patience=2,
+        target_metric="accuracy",
+        target=0.88,
+    ),
 }
 # --smoke: the same plan shape on a tiny task (64 train examples; tests).
 SMOKE_TASKS = {
     name: TaskSchedule(
-        train_size=64, max_len=16, min_bucket=16, batch_size=8,
-        teacher_lr=3e-3, teacher_epochs=4.0, teacher_evals_per_epoch=1,
-        teacher_patience=2, student_lr=1e-3, student_epochs=1.0,
-        student_train_limit=0, student_evals_per_epoch=2, student_patience=1,
-        target_metric=TASKS[name].target_metric, target=TASKS[name].target)
+        train_size=64,
+        max_len=16,
+        min_bucket=16,
+        batch_size=8,
+        teacher_lr=3e-3,
+        teacher_epochs=4.0,
+        teacher_evals_per_epoch=1,
+        teacher_patience=2,
+        student_lr=1e-3,
+        student_epochs=1.0,
+        student_train_limit=0,
+        student_evals_per_epoch=2,
+        student_patience=1,
+        target_metric=TASKS[name].target_metric,
+        target=TASKS[name].target,
+    )
     for name in TASKS
 }
 MAIN_VARIANTS = ("kd", "pkd", "codir", "codir_inbatch")
@@ -120,10 +164,13 @@ def teacher_of(run: Run) -> Run:
   return Run(task=run.task, kind="teacher")
 
 
-def make_plan(task_names: Sequence[str], *,
-              seeds: Sequence[int] = MAIN_SEEDS,
-              variants: Sequence[str] = MAIN_VARIANTS,
-              tasks: dict[str, TaskSchedule] | None = None) -> list[Run]:
+def make_plan(
+    task_names: Sequence[str],
+    *,
+    seeds: Sequence[int] = MAIN_SEEDS,
+    variants: Sequence[str] = MAIN_VARIANTS,
+    tasks: dict[str, TaskSchedule] | None = None,
+) -> list[Run]:
   """Teachers, then students seed-major (paired results at any time)."""
   tasks = TASKS if tasks is None else tasks
   plan = []
@@ -145,8 +192,11 @@ def make_plan(task_names: Sequence[str], *,
 def _schedule_text(tasks: dict[str, TaskSchedule]) -> list[str]:
   lines = []
   for name, s in tasks.items():
-    subset = (f"first {s.student_train_limit:,} training examples"
-              if s.student_train_limit else "the full training set")
+    subset = (
+        f"first {s.student_train_limit:,} training examples"
+        if s.student_train_limit
+        else "the full training set"
+    )
     lines.append(
         f"{tasks_lib.get_task(name).dir_name}: max_len {s.max_len}, batch"
         f" {s.batch_size}; teacher on all {s.train_size:,} examples, lr"
@@ -156,37 +206,52 @@ def _schedule_text(tasks: dict[str, TaskSchedule]) -> list[str]:
         f" at most {s.student_epochs:g} epochs, dev"
         f" {s.student_evals_per_epoch}x per epoch, patience"
         f" {s.student_patience} (evaluations without a better dev score)."
-        " A run's score is its best dev score (its exported best/ model).")
+        " A run's score is its best dev score (its exported best/ model)."
+    )
   lines.append(
       f"Seeds {list(MAIN_SEEDS)} for {', '.join(MAIN_VARIANTS)};"
       f" {EXTRA_TASK.upper()} adds the released-code variant and lambda"
       f" {', '.join(f'{l:g}' for l in SWEEP_LAMBDAS)} over seeds"
       f" {list(EXTRA_SEEDS)}. Teacher: the bundled all-MiniLM-L6-v2;"
-      " students: its layers 2, 4, 6.")
+      " students: its layers 2, 4, 6."
+  )
   return lines
 
 
-def summarize(records: dict[str, Any], plan: Sequence[Run],
-              tasks_sched: dict[str, TaskSchedule]) -> dict[str, Any]:
+def summarize(
+    records: dict[str, Any],
+    plan: Sequence[Run],
+    tasks_sched: dict[str, TaskSchedule],
+) -> dict[str, Any]:
   """evidence.json's body (without 'runs') from the run records."""
   tasks: dict[str, Any] = {}
   for run in plan:
     spec = tasks_lib.get_task(run.task)
-    task = tasks.setdefault(run.task, {
-        "title": spec.dir_name,
-        "score_name": " / ".join(spec.metric_names) + (
-            " mean" if len(spec.metric_names) > 1 else ""),
-        "teacher": None, "variants": {}, "paired_vs_kd": {}})
+    task = tasks.setdefault(
+        run.task,
+        {
+            "title": spec.dir_name,
+            "score_name": " / ".join(spec.metric_names)
+            + (" mean" if len(spec.metric_names) > 1 else ""),
+            "teacher": None,
+            "variants": {},
+            "paired_vs_kd": {},
+        },
+    )
     rec = records.get(run.name)
     if run.kind == "teacher":
       if rec is not None:
         sched = tasks_sched[run.task]
         value = rec["best_dev"][sched.target_metric]
         task["teacher"] = {
-            "score": rec["score"], "best_dev": rec["best_dev"],
-            "steps": rec["steps"], "target_metric": sched.target_metric,
-            "target_value": value, "meets_target": value >= sched.target,
-            "target_text": f"{sched.target_metric} >= {sched.target:g}"}
+            "score": rec["score"],
+            "best_dev": rec["best_dev"],
+            "steps": rec["steps"],
+            "target_metric": sched.target_metric,
+            "target_value": value,
+            "meets_target": value >= sched.target,
+            "target_text": f"{sched.target_metric} >= {sched.target:g}",
+        }
       continue
     v = task["variants"].setdefault(run.label, {"seeds": [], "scores": []})
     if rec is not None:
@@ -200,7 +265,8 @@ def summarize(records: dict[str, Any], plan: Sequence[Run],
     for name, v in task["variants"].items():
       if name != "kd":
         task["paired_vs_kd"][name] = stats.paired(
-            dict(zip(v["seeds"], v["scores"])), base)
+            dict(zip(v["seeds"], v["scores"])), base
+        )
   done = list(records.values())
   wall_h = sum(r["wall_s"] for r in done) / 3600.0
   cores = os.cpu_count() or 1
@@ -208,7 +274,11 @@ def summarize(records: dict[str, Any], plan: Sequence[Run],
       "settings_text": _schedule_text(tasks_sched),
       "schedule": {k: dataclasses.asdict(v) for k, v in tasks_sched.items()},
       "tasks": tasks,
-      "compute": {"runs_done": len(done), "wall_hours": wall_h,
-                  "cores": cores, "cpu_hours": wall_h * cores,
-                  "cpu": runs.cpu_name()},
+      "compute": {
+          "runs_done": len(done),
+          "wall_hours": wall_h,
+          "cores": cores,
+          "cpu_hours": wall_h * cores,
+          "cpu": runs.cpu_name(),
+      },
   }

@@ -30,6 +30,7 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
 def t_quantile_975(dof: int) -> float:
   """The 0.975 quantile of Student's t with `dof` degrees of freedom."""
   from scipy import stats  # pylint: disable=g-import-not-at-top
+
   return float(stats.t.ppf(0.975, dof))
 
 
@@ -45,8 +46,12 @@ def paired(scores: dict[int, float], base: dict[int, float]) -> dict[str, Any]:
   """
   seeds = sorted(set(scores) & set(base))
   d = [scores[s] - base[s] for s in seeds]
-  out = {"n": len(seeds), "seeds": seeds, "diffs": d,
-         "method": "paired t interval over seeds"}
+  out = {
+      "n": len(seeds),
+      "seeds": seeds,
+      "diffs": d,
+      "method": "paired t interval over seeds",
+  }
   if not seeds:
     return {**out, "mean_diff": None, "sd_diff": None, "ci95": None}
   mean, sd = mean_std(d)
@@ -71,8 +76,10 @@ def verdict(p: dict[str, Any]) -> str:
 
 def task_table(task: dict[str, Any]) -> list[str]:
   """Markdown rows: teacher, then each variant with its paired diff."""
-  rows = ["| model | seeds | score (mean ± std) | Δ vs kd (95% CI) | verdict |",
-          "|---|---|---|---|---|"]
+  rows = [
+      "| model | seeds | score (mean ± std) | Δ vs kd (95% CI) | verdict |",
+      "|---|---|---|---|---|",
+  ]
   t = task.get("teacher")
   if t:
     rows.append(f"| teacher | 1 | {t['score']:.4f} | | |")
@@ -82,11 +89,16 @@ def task_table(task: dict[str, Any]) -> list[str]:
     if p is None or p["mean_diff"] is None:
       diff, verd = "", ""
     else:
-      ci = ("" if p["ci95"] is None
-            else f" [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]")
+      ci = (
+          ""
+          if p["ci95"] is None
+          else f" [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]"
+      )
       diff, verd = f"{p['mean_diff']:+.4f}{ci}", verdict(p)
-    rows.append(f"| {name} | {len(v['scores'])} | {mean:.4f} ± {std:.4f} |"
-                f" {diff} | {verd} |")
+    rows.append(
+        f"| {name} | {len(v['scores'])} | {mean:.4f} ± {std:.4f} |"
+        f" {diff} | {verd} |"
+    )
   return rows
 
 
@@ -99,13 +111,20 @@ def markdown(results: dict[str, Any]) -> str:
     lines += task_table(task)
     if task.get("teacher"):
       t = task["teacher"]
-      lines += ["", f"Teacher target: {t['target_text']}; measured"
-                f" {t['target_metric']} = {t['target_value']:.4f}"
-                f" ({'met' if t['meets_target'] else 'NOT met'})."]
+      lines += [
+          "",
+          f"Teacher target: {t['target_text']}; measured"
+          f" {t['target_metric']} = {t['target_value']:.4f}"
+          f" ({'met' if t['meets_target'] else 'NOT met'}).",
+      ]
   c = results["compute"]
-  lines += ["", f"Compute: {c['runs_done']} runs, {c['wall_hours']:.2f} h of"
-            f" run wall time on {c['cpu']} ({c['cores']} cores):"
-            f" {c['cpu_hours']:.2f} CPU-hours.", ""]
+  lines += [
+      "",
+      f"Compute: {c['runs_done']} runs, {c['wall_hours']:.2f} h of"
+      f" run wall time on {c['cpu']} ({c['cores']} cores):"
+      f" {c['cpu_hours']:.2f} CPU-hours.",
+      "",
+  ]
   return "\n".join(lines)
 
 
@@ -117,8 +136,12 @@ def plot(results: dict[str, Any], path: str) -> str:
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   tasks = [t for t in results["tasks"].values() if t["variants"]]
-  fig, axes = plt.subplots(2, max(len(tasks), 1), squeeze=False,
-                           figsize=(4.8 * max(len(tasks), 1), 7))
+  fig, axes = plt.subplots(
+      2,
+      max(len(tasks), 1),
+      squeeze=False,
+      figsize=(4.8 * max(len(tasks), 1), 7),
+  )
   for col, task in enumerate(tasks):
     names = list(task["variants"])
     top, bottom = axes[0][col], axes[1][col]
@@ -128,21 +151,30 @@ def plot(results: dict[str, Any], path: str) -> str:
       if ys:
         top.plot([i - 0.25, i + 0.25], [np.mean(ys)] * 2, "k-")
     if task.get("teacher"):
-      top.axhline(task["teacher"]["score"], color="gray", ls="--",
-                  label="teacher")
+      top.axhline(
+          task["teacher"]["score"], color="gray", ls="--", label="teacher"
+      )
       top.legend(loc="lower right", fontsize=8)
     top.set_xticks(range(len(names)))
     top.set_xticklabels(names, rotation=25, fontsize=8)
     top.set_title(f"{task['title']}: dev {task['score_name']}")
     top.grid(axis="y", alpha=0.3)
-    others = [n for n in names if n != "kd"
-              and task["paired_vs_kd"].get(n, {}).get("ci95")]
+    others = [
+        n
+        for n in names
+        if n != "kd" and task["paired_vs_kd"].get(n, {}).get("ci95")
+    ]
     for i, name in enumerate(others):
       p = task["paired_vs_kd"][name]
       lo, hi = p["ci95"]
-      bottom.errorbar([i], [p["mean_diff"]],
-                      yerr=[[p["mean_diff"] - lo], [hi - p["mean_diff"]]],
-                      fmt="o", capsize=4, color=f"C{names.index(name)}")
+      bottom.errorbar(
+          [i],
+          [p["mean_diff"]],
+          yerr=[[p["mean_diff"] - lo], [hi - p["mean_diff"]]],
+          fmt="o",
+          capsize=4,
+          color=f"C{names.index(name)}",
+      )
     bottom.axhline(0.0, color="k", lw=0.8)
     bottom.set_xticks(range(len(others)))
     bottom.set_xticklabels(others, rotation=25, fontsize=8)

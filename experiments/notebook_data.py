@@ -69,17 +69,31 @@ def online(host: str, *, timeout_s: float = 3.0) -> bool:
     return False
 
 
-def _real(kind: str, source: str, data_dir: str, *, num_train: int,
-          num_dev: int, why: str) -> TaskChoice:
+def _real(
+    kind: str,
+    source: str,
+    data_dir: str,
+    *,
+    num_train: int,
+    num_dev: int,
+    why: str,
+) -> TaskChoice:
   """Loads SST-2 train once (raises if it cannot) and describes it."""
   train = glue.load_split(TASK, "train", data_dir=data_dir, source=source)
   dev = glue.load_split(TASK, "dev", data_dir=data_dir, source=source)
   n_train, n_dev = min(num_train, len(train)), min(num_dev, len(dev))
   return TaskChoice(
-      kind=kind, source=source, data_dir=data_dir, train_limit=n_train,
-      eval_limit=n_dev, vocab_texts=tuple(train.text_a[:n_train]),
-      note=(f"data: GLUE SST-2 via source={source!r} ({why}); first"
-            f" {n_train} of {len(train)} train, {n_dev} of {len(dev)} dev"))
+      kind=kind,
+      source=source,
+      data_dir=data_dir,
+      train_limit=n_train,
+      eval_limit=n_dev,
+      vocab_texts=tuple(train.text_a[:n_train]),
+      note=(
+          f"data: GLUE SST-2 via source={source!r} ({why}); first"
+          f" {n_train} of {len(train)} train, {n_dev} of {len(dev)} dev"
+      ),
+  )
 
 
 def _tfds_prepare(work_dir: str) -> str:
@@ -118,19 +132,33 @@ def choose_task(
   force = env.get(ENV_FORCE, "auto")
   skipped = []
   if hf_dir and force != "toy":
-    return _real("hf", "hf", hf_dir, num_train=num_train, num_dev=num_dev,
-                 why=f"local dataset {hf_dir}")
+    return _real(
+        "hf",
+        "hf",
+        hf_dir,
+        num_train=num_train,
+        num_dev=num_dev,
+        why=f"local dataset {hf_dir}",
+    )
   if force != "toy":
-    offline = any(env.get(k, "0") not in ("", "0") for k in
-                  ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    offline = any(
+        env.get(k, "0") not in ("", "0")
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
     if not _importable("datasets"):
       skipped.append("`datasets` not installed")
     elif offline or not is_online("huggingface.co"):
       skipped.append("Hugging Face Hub unreachable")
     else:
       try:
-        return _real("hf", "hf", "", num_train=num_train, num_dev=num_dev,
-                     why="Hugging Face Hub")
+        return _real(
+            "hf",
+            "hf",
+            "",
+            num_train=num_train,
+            num_dev=num_dev,
+            why="Hugging Face Hub",
+        )
       except Exception as e:  # pylint: disable=broad-except
         skipped.append(f"Hub load failed: {type(e).__name__}: {e}"[:200])
     if not _importable("tensorflow", "tensorflow_datasets"):
@@ -139,9 +167,14 @@ def choose_task(
       skipped.append("tfds download host unreachable")
     else:
       try:
-        return _real("tfds", "tfds", _tfds_prepare(work_dir),
-                     num_train=num_train, num_dev=num_dev,
-                     why="tensorflow-datasets")
+        return _real(
+            "tfds",
+            "tfds",
+            _tfds_prepare(work_dir),
+            num_train=num_train,
+            num_dev=num_dev,
+            why="tensorflow-datasets",
+        )
       except Exception as e:  # pylint: disable=broad-except
         skipped.append(f"tfds failed: {type(e).__name__}: {e}"[:200])
   else:
@@ -149,10 +182,16 @@ def choose_task(
   # Imported here: codir_jax.train is heavy and only the toy task needs it.
   from codir_jax.train import task_data  # pylint: disable=g-import-not-at-top
 
-  data_dir = task_data.write_demo_task(os.path.join(work_dir, "glue"),
-                                       num_train=256, num_dev=128, seed=0)
+  data_dir = task_data.write_demo_task(
+      os.path.join(work_dir, "glue"), num_train=256, num_dev=128, seed=0
+  )
   texts, _ = task_data.demo_sentences(3000, 0)
   return TaskChoice(
-      kind="toy", source="tsv", data_dir=data_dir, train_limit=0,
-      eval_limit=0, vocab_texts=tuple(texts),
-      note="data: the generated sentiment task (" + "; ".join(skipped) + ")")
+      kind="toy",
+      source="tsv",
+      data_dir=data_dir,
+      train_limit=0,
+      eval_limit=0,
+      vocab_texts=tuple(texts),
+      note="data: the generated sentiment task (" + "; ".join(skipped) + ")",
+  )

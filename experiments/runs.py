@@ -40,8 +40,9 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
   return out
 
 
-def config_differences(stored: dict[str, Any],
-                       new: dict[str, Any]) -> list[str]:
+def config_differences(
+    stored: dict[str, Any], new: dict[str, Any]
+) -> list[str]:
   """Flat keys whose values differ between a stored config and a new one.
 
   A key that exists only in `new` and holds its configs/base.py default is
@@ -61,8 +62,9 @@ def config_differences(stored: dict[str, Any],
   return diff
 
 
-def finished_summary(config: ml_collections.ConfigDict,
-                     workdir: str) -> dict[str, Any] | None:
+def finished_summary(
+    config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any] | None:
   """The summary of a finished run of `config` in `workdir`, else None.
 
   Raises:
@@ -78,13 +80,18 @@ def finished_summary(config: ml_collections.ConfigDict,
   if diff:
     raise ValueError(
         f"{workdir} holds a finished run with another config (differs in"
-        f" {diff}); use a new --out or delete that run")
+        f" {diff}); use a new --out or delete that run"
+    )
   with open(path, encoding="utf-8") as f:
     return json.load(f)
 
 
-def run_one(config: ml_collections.ConfigDict, workdir: str, *,
-            keep_checkpoints: bool = False) -> dict:
+def run_one(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    keep_checkpoints: bool = False,
+) -> dict:
   """Runs `config` in `workdir`, or reads its summary if it finished.
 
   A finished run's `checkpoints/` are deleted unless `keep_checkpoints`
@@ -109,12 +116,16 @@ def run_one(config: ml_collections.ConfigDict, workdir: str, *,
       shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
   if summary.get("preempted"):
     raise RuntimeError(f"run in {workdir} was preempted; rerun to resume")
-  return {**summary, "wall_s": float(summary["total_wall_s"]),
-          "resumed": resumed}
+  return {
+      **summary,
+      "wall_s": float(summary["total_wall_s"]),
+      "resumed": resumed,
+  }
 
 
-def check_teacher_reload(teacher_dev: dict[str, float], summary: dict,
-                         workdir: str) -> None:
+def check_teacher_reload(
+    teacher_dev: dict[str, float], summary: dict, workdir: str
+) -> None:
   """The distilled-from teacher must score what it scored when exported.
 
   A student run re-evaluates its teacher (`teacher_dev`) after loading the
@@ -124,14 +135,18 @@ def check_teacher_reload(teacher_dev: dict[str, float], summary: dict,
   reloaded = summary.get("teacher_dev")
   if reloaded is None:
     return
-  bad = {k: (v, reloaded.get(k)) for k, v in teacher_dev.items()
-         if reloaded.get(k) is None or abs(reloaded[k] - v) > 1e-6}
+  bad = {
+      k: (v, reloaded.get(k))
+      for k, v in teacher_dev.items()
+      if reloaded.get(k) is None or abs(reloaded[k] - v) > 1e-6
+  }
   if bad:
     raise RuntimeError(
         f"{workdir}: the reloaded teacher scores {reloaded}, but the"
         f" fine-tuned teacher scored {teacher_dev} (metric: (exported,"
         " reloaded) = " + str(bad) + "); the teacher export does not"
-        " round-trip, so the students would learn from another model")
+        " round-trip, so the students would learn from another model"
+    )
 
 
 @contextlib.contextmanager
@@ -151,8 +166,10 @@ def compilation_cache(path: str) -> Iterator[None]:
   from jax.experimental.compilation_cache import compilation_cache as cc
   # pylint: enable=g-import-not-at-top
 
-  keys = ("jax_compilation_cache_dir",
-          "jax_persistent_cache_min_compile_time_secs")
+  keys = (
+      "jax_compilation_cache_dir",
+      "jax_persistent_cache_min_compile_time_secs",
+  )
   old = {k: getattr(jax.config, k) for k in keys}
   jax.config.update("jax_compilation_cache_dir", path)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
@@ -177,6 +194,9 @@ def cpu_name() -> str:
           flags = line
   except OSError:
     pass
-  isa = "AVX-512" if "avx512f" in flags else (
-      "AVX2" if "avx2" in flags else "no AVX2")
+  isa = (
+      "AVX-512"
+      if "avx512f" in flags
+      else ("AVX2" if "avx2" in flags else "no AVX2")
+  )
   return f"{model or platform.machine()}, {isa}"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Fine-tunes the MiniLM-L6 teacher on an SST-2 subset, then distils a
 # 3-layer student with kd, pkd and codir. Prints each run's summary.
-#   bash experiments/sst2_variants.sh OUT_DIR [SUBSET] [STEPS]
+#   bash experiments/sst2_variants.sh OUT_DIR GLUE_DIR [SUBSET] [STEPS]
 set -euo pipefail
-out=${1:?usage: sst2_variants.sh OUT_DIR [SUBSET] [STEPS]}
-subset=${2:-4000}
-steps=${3:-250}
-common=(--config.task.max_len=64 --config.optim.num_steps="$steps"
+usage="usage: sst2_variants.sh OUT_DIR GLUE_DIR [SUBSET] [STEPS]"
+out=${1:?$usage}
+glue=${2:?$usage}
+subset=${3:-4000}
+steps=${4:-250}
+common=(--config.task.data_dir="$glue"
+        --config.task.max_len=64 --config.optim.num_steps="$steps"
         --config.log.eval_every_steps=0 --config.log.every_steps=50
         --config.ckpt.every_steps=1000)
 python -m codir_jax.main \

@@ -35,53 +35,27 @@ the contrastive memory bank keys on.
 """
 
 import codecs
-import dataclasses
 import os
-from typing import NoReturn, Sequence
+from typing import NoReturn
 
 import numpy as np
 
 from codir_jax.data import tasks as tasks_lib
 from codir_jax.data import utf8
+from codir_jax.data.split import NO_LABEL_FLOAT
+from codir_jax.data.split import NO_LABEL_INT
+from codir_jax.data.split import STSB_RANGE
+from codir_jax.data.split import GlueSplit
 
-# Label fill value of unlabelled (test) splits.
-NO_LABEL_INT = -1
-NO_LABEL_FLOAT = float('nan')
-STSB_RANGE = (0.0, 5.0)
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class GlueSplit:
-  """One split of one task, as columns.
-
-  Attributes:
-    task: task key (`sst2`, `mnli`, ...).
-    split: split name (`train`, `dev`, `dev_matched`, `test`, ...).
-    text_a: first sentence of every example, verbatim.
-    text_b: second sentence, or None for single-sentence tasks.
-    labels: [N] int32 class indices (see `TaskSpec.label_names`), or float32
-      scores for STS-B. Unlabelled splits hold -1 (int) or NaN (STS-B).
-    has_labels: False for test splits.
-  """
-
-  task: str
-  split: str
-  text_a: Sequence[str]
-  text_b: Sequence[str] | None
-  labels: np.ndarray
-  has_labels: bool
-
-  def __len__(self) -> int:
-    return len(self.text_a)
-
-  @property
-  def example_ids(self) -> np.ndarray:
-    """[N] int32: the stable id of each example, its index in the split."""
-    return np.arange(len(self), dtype=np.int32)
-
-  @property
-  def spec(self) -> tasks_lib.TaskSpec:
-    return tasks_lib.get_task(self.task)
+__all__ = [
+    'GlueSplit',
+    'NO_LABEL_FLOAT',
+    'NO_LABEL_INT',
+    'STSB_RANGE',
+    'load_split',
+    'read_glue_tsv',
+    'tsv_path',
+]
 
 
 def tsv_path(data_dir: str | os.PathLike[str], task: str, split: str) -> str:
@@ -267,6 +241,4 @@ def load_split(
     from codir_jax.data import hf_source
 
     return hf_source.load_hf_split(task, split, data_dir=data_dir)
-  raise ValueError(
-      f"Unknown GLUE source {source!r}; use 'tsv', 'tfds' or 'hf'"
-  )
+  raise ValueError(f"Unknown GLUE source {source!r}; use 'tsv', 'tfds' or 'hf'")

@@ -32,7 +32,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from codir_jax.data import glue
+from codir_jax.data import split as split_lib
 from codir_jax.data import tasks as tasks_lib
 
 REQUIREMENTS_FILE = 'requirements-hf.txt'
@@ -119,13 +119,16 @@ def _check_schema(ds, spec: tasks_lib.TaskSpec, where: str) -> None:
   """Raises ValueError unless `ds` has the task's Hub columns and labels."""
   config_name = getattr(ds.info, 'config_name', None)
   if config_name and config_name != spec.tfds_name:
-    raise ValueError(f'{where} holds config {config_name!r}, not'
-                     f' {spec.tfds_name!r}')
+    raise ValueError(
+        f'{where} holds config {config_name!r}, not' f' {spec.tfds_name!r}'
+    )
   wanted = [k for k in (*spec.tfds_text, 'label') if k is not None]
   missing = [k for k in wanted if k not in ds.column_names]
   if missing:
-    raise ValueError(f'{where} lacks the columns {missing} of'
-                     f' {HUB_NAME}/{spec.tfds_name}; it has {ds.column_names}')
+    raise ValueError(
+        f'{where} lacks the columns {missing} of'
+        f' {HUB_NAME}/{spec.tfds_name}; it has {ds.column_names}'
+    )
   if spec.is_regression:
     return
   feature = ds.features['label']
@@ -140,7 +143,7 @@ def _check_schema(ds, spec: tasks_lib.TaskSpec, where: str) -> None:
 
 def load_hf_split(
     task: str, split: str, *, data_dir: str | os.PathLike[str] | None
-) -> glue.GlueSplit:
+) -> split_lib.GlueSplit:
   """Reads `task`/`split` of `nyu-mll/glue` with the `datasets` library.
 
   Args:
@@ -171,8 +174,11 @@ def load_hf_split(
   if len(ds) == 0:
     raise ValueError(f'{where} has no examples')
   key_a, key_b = spec.tfds_text
-  keep = [k for k in (key_a, key_b, 'label', 'idx')
-          if k is not None and k in ds.column_names]
+  keep = [
+      k
+      for k in (key_a, key_b, 'label', 'idx')
+      if k is not None and k in ds.column_names
+  ]
   table = ds.select_columns(keep).with_format('arrow')[:]
   if 'idx' in keep:
     order = np.argsort(table.column('idx').to_numpy(), kind='stable')
@@ -186,7 +192,7 @@ def load_hf_split(
     text_b = [texts_b[i] for i in order]
   raw = table.column('label').to_numpy()[order]
   has_labels = layout.label is not None
-  return glue.GlueSplit(
+  return split_lib.GlueSplit(
       task=spec.name,
       split=split,
       text_a=text_a,
@@ -196,26 +202,31 @@ def load_hf_split(
   )
 
 
-def _labels(spec: tasks_lib.TaskSpec, raw: np.ndarray, has_labels: bool,
-            where: str) -> np.ndarray:
+def _labels(
+    spec: tasks_lib.TaskSpec, raw: np.ndarray, has_labels: bool, where: str
+) -> np.ndarray:
   """[N] Hub labels -> [N] project labels (int32, or float32 for STS-B)."""
   if spec.is_regression:
     if not has_labels:
-      return np.full(len(raw), glue.NO_LABEL_FLOAT, np.float32)
+      return np.full(len(raw), split_lib.NO_LABEL_FLOAT, np.float32)
     y = raw.astype(np.float32)
-    lo, hi = glue.STSB_RANGE
+    lo, hi = split_lib.STSB_RANGE
     bad = np.flatnonzero(~((y >= lo) & (y <= hi)))
     if bad.size:
-      raise ValueError(f'{where}: example {bad[0]} has score {y[bad[0]]},'
-                       f' expected one in [{lo}, {hi}]')
+      raise ValueError(
+          f'{where}: example {bad[0]} has score {y[bad[0]]},'
+          f' expected one in [{lo}, {hi}]'
+      )
     return y
   if not has_labels:
-    return np.full(len(raw), glue.NO_LABEL_INT, np.int32)
+    return np.full(len(raw), split_lib.NO_LABEL_INT, np.int32)
   y = raw.astype(np.int64)
   num = len(HF_LABEL_NAMES[spec.name])
   bad = np.flatnonzero((y < 0) | (y >= num))
   if bad.size:
-    raise ValueError(f'{where}: example {bad[0]} has label {y[bad[0]]},'
-                     f' expected 0..{num - 1} (test rows in a labelled split?)')
+    raise ValueError(
+        f'{where}: example {bad[0]} has label {y[bad[0]]},'
+        f' expected 0..{num - 1} (test rows in a labelled split?)'
+    )
   mapping = label_index_map(spec)
   return (y if mapping is None else mapping[y]).astype(np.int32)

@@ -142,7 +142,7 @@ def glue_metrics(
   if mask is not None:
     mask = np.asarray(mask, bool)
     p, y = p[mask], y[mask]
-  if (np.isnan(y).any() if spec.is_regression else (y < 0).any()):
+  if np.isnan(y).any() if spec.is_regression else (y < 0).any():
     raise ValueError(f'{spec.name}: labels missing (-1 / NaN): test split?')
   out = {name: METRICS[name](p, y) for name in spec.metric_names}
   out['score'] = float(np.mean(list(out.values())))

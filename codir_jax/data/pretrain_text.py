@@ -1,18 +1,6 @@
 """Streaming masked-LM batches from raw text files (CoDIR-Pre, issue 6).
 
-Reading. Files (paths or globs, each glob expanded in sorted order) must be
-UTF-8: the constructor scans them once, streaming, and a byte that is not
-UTF-8 is a ValueError naming the file and the line. They are then read
-lazily with `readline(chunk_bytes)`: one document per line
-(`doc_format='line'`) or documents separated by blank lines
-(`'blank_line'`; the lines of a document are joined by a space, and the end
-of a file ends a document). Empty lines never make a document. A line
-longer than `chunk_bytes` is cut before its last space or tab (or, with none,
-at a character boundary) and continued by the next read, so no read holds
-more than `chunk_bytes` of text. Segments are tokenised `chunk_bytes` at a
-time with the Rust backend of a fast tokenizer (`encode_batch_fast`, no
-special tokens), and at most one tokenised chunk is buffered: memory does not
-grow with the corpus.
+Reading and tokenising: `text_stream.py`; masking: `mlm_masking.py`.
 
 Packing (RoBERTa FULL-SENTENCES). An epoch is one token stream: the
 documents in order with the end token ([SEP] / </s>) between consecutive
@@ -21,18 +9,6 @@ with `C = max_len - 2` and start/end = cls/sep ids, else bos/eos ids; the
 last row of an epoch may be shorter and is padded with the pad id
 (attention_mask 0). A row may therefore hold several documents, or begin
 right after a document with its separator.
-
-Masking (BERT). Maskable = attended positions whose id is not a special
-token of the tokenizer ([CLS], [SEP], [PAD], [UNK], [MASK] / <s>, </s>, ...).
-A row with m maskable positions gets exactly `floor(p*m)` or
-`floor(p*m) + 1` masked positions (the latter with probability equal to the
-fractional part of p*m, so the expected rate is exactly `mask_prob`), drawn
-without replacement. Each is independently replaced by the mask token (80%),
-a uniform random non-special token (10%, may equal the original) or kept
-(10%). The randomness of row r of epoch e is
-`np.random.default_rng([seed, 0, e, r])`: masks depend only on (seed, epoch,
-row), so a resumed run sees exactly the same masks, and each epoch re-masks
-(RoBERTa dynamic masking).
 
 Batches and sharding. Global batch s of an epoch is rows
 `[s*G, (s+1)*G)`, `G = batch_size * process_count`, and process p takes
@@ -62,268 +38,35 @@ Padding rows have input_ids = pad id and attention_mask 1 on position 0 only
 (as `pipeline.py`), no masked position.
 """
 
-import collections
-import glob
 import os
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import tokenizers
 
 from codir_jax.data import utf8
+from codir_jax.data.mlm_masking import IGNORE_INDEX
+from codir_jax.data.mlm_masking import mask_tokens
+from codir_jax.data.mlm_masking import special_ids
+from codir_jax.data.text_stream import DEFAULT_CHUNK_BYTES
+from codir_jax.data.text_stream import DOC_FORMATS
+from codir_jax.data.text_stream import MIN_CHUNK_BYTES
+from codir_jax.data.text_stream import StreamPosition
+from codir_jax.data.text_stream import TextReader
+from codir_jax.data.text_stream import TokenStream
+from codir_jax.data.text_stream import resolve_files
 
 Batch = dict[str, np.ndarray]
-DOC_FORMATS = ('line', 'blank_line')
-IGNORE_INDEX = -100
 MIN_MAX_LEN = 8
-MIN_CHUNK_BYTES = 64
-DEFAULT_CHUNK_BYTES = 1 << 20
-MASK_TOKEN_FRACTION = 0.8
-RANDOM_TOKEN_FRACTION = 0.1
-_MAX_CHUNK_SEGMENTS = 8192
 _MASK_TAG, _SHUFFLE_TAG = 0, 1
-
-
-class StreamPosition(NamedTuple):
-  """Where to resume reading: before a segment, with the parser's flags.
-
-  Attributes:
-    file: index into the file list (== len(files) at the end of an epoch).
-    offset: byte offset in that file.
-    in_doc: a document is open (the next text continues it).
-    mid_line: the next read continues a line cut at `chunk_bytes`.
-    seen_doc: a document was already emitted this epoch (so the next one is
-      preceded by a separator).
-  """
-
-  file: int = 0
-  offset: int = 0
-  in_doc: bool = False
-  mid_line: bool = False
-  seen_doc: bool = False
-
-
-def resolve_files(paths: str | os.PathLike[str] | Sequence[Any]) -> list[str]:
-  """Expands paths and globs (each glob sorted); raises on a missing one."""
-  if isinstance(paths, (str, os.PathLike)):
-    paths = [paths]
-  files = []
-  for path in map(os.fspath, paths):
-    if os.path.isfile(path):
-      files.append(path)
-    elif any(c in path for c in '*?['):
-      matches = sorted(p for p in glob.glob(path) if os.path.isfile(p))
-      if not matches:
-        raise FileNotFoundError(f'No text file matches {path!r}')
-      files.extend(matches)
-    else:
-      raise FileNotFoundError(f'Text file not found: {path!r}')
-  if not files:
-    raise ValueError('No text files given')
-  return files
-
-
-def _cut(raw: bytes) -> int:
-  """Where to cut an over-long line: before its last blank, else a char."""
-  k = max(raw.rfind(b' '), raw.rfind(b'\t'))
-  if k > 0:
-    return k
-  k = len(raw) - 1
-  while k > 0 and raw[k] & 0xC0 == 0x80:  # UTF-8 continuation byte
-    k -= 1
-  return k if k > 0 else len(raw)
-
-
-class _TextReader:
-  """Yields non-empty text segments lazily, one `readline` at a time."""
-
-  def __init__(self, files: Sequence[str], doc_format: str, chunk_bytes: int):
-    self._files = files
-    self._blank_line = doc_format == 'blank_line'
-    self._chunk_bytes = chunk_bytes
-    self._file = None
-    self.pos = StreamPosition()
-
-  def seek(self, pos: StreamPosition) -> None:
-    self.close()
-    self.pos = pos
-
-  def close(self) -> None:
-    if self._file is not None:
-      self._file.close()
-      self._file = None
-
-  def read(self) -> tuple[StreamPosition, str, bool] | None:
-    """(position before it, text, starts a document), or None at the end."""
-    while self.pos.file < len(self._files):
-      start = self.pos
-      if self._file is None:
-        self._file = open(self._files[start.file], 'rb')
-        self._file.seek(start.offset)
-      raw = self._file.readline(self._chunk_bytes)
-      if not raw:  # end of file: it closes any open document
-        self.close()
-        self.pos = StreamPosition(start.file + 1, seen_doc=start.seen_doc)
-        continue
-      complete = raw.endswith(b'\n') or len(raw) < self._chunk_bytes
-      if not complete:
-        raw = raw[: _cut(raw)]
-        self._file.seek(start.offset + len(raw))
-      try:
-        text = raw.decode('utf-8')
-      except UnicodeDecodeError as e:  # the file changed after the check
-        path = self._files[start.file]
-        raise utf8.not_utf8(path, start.offset + e.start) from e
-      if not start.mid_line:
-        text = text.lstrip()
-      if complete:
-        text = text.rstrip()
-      if complete and (not self._blank_line or not (text or start.mid_line)):
-        in_doc = bool(text) and self._blank_line
-      else:
-        in_doc = start.in_doc or bool(text)
-      self.pos = StreamPosition(
-          start.file, start.offset + len(raw), in_doc, not complete,
-          start.seen_doc or bool(text),
-      )
-      if text:
-        if start.in_doc and not start.mid_line:
-          text = ' ' + text  # next line of a blank_line document
-        return start, text, not start.in_doc
-    return None
-
-
-class _TokenStream:
-  """The token stream of an epoch (documents and separators), via `take`."""
-
-  def __init__(self, reader: _TextReader, backend: tokenizers.Tokenizer,
-               *, sep_id: int, chunk_bytes: int):
-    self._reader = reader
-    self._encode = getattr(backend, 'encode_batch_fast', backend.encode_batch)
-    self._sep = np.asarray([sep_id], np.int32)
-    self._chunk_bytes = chunk_bytes
-    self._pending = collections.deque()  # (StreamPosition, ids [n] int32)
-    self._cursor = 0  # tokens of pending[0] already consumed
-    self.max_pending_tokens = 0  # high-water mark, for tests
-
-  def seek(self, pos: StreamPosition, skip: int = 0) -> None:
-    self._reader.seek(pos)
-    self._pending.clear()
-    self._cursor = skip
-
-  def close(self) -> None:
-    self._reader.close()
-
-  def position(self) -> tuple[StreamPosition, int]:
-    """(segment position, tokens to skip) of the next token."""
-    if self._pending:
-      return self._pending[0][0], self._cursor
-    return self._reader.pos, self._cursor
-
-  def _fill(self) -> bool:
-    """Reads and tokenises one chunk; False at the end of the corpus."""
-    while not self._pending:
-      segments, size = [], 0
-      while size < self._chunk_bytes and len(segments) < _MAX_CHUNK_SEGMENTS:
-        segment = self._reader.read()
-        if segment is None:
-          break
-        segments.append(segment)
-        size += len(segment[1])
-      if not segments:
-        return False
-      encodings = self._encode([s[1] for s in segments],
-                               add_special_tokens=False)
-      for (pos, _, starts_doc), encoding in zip(segments, encodings):
-        ids = np.asarray(encoding.ids, np.int32)
-        if starts_doc and pos.seen_doc:
-          ids = np.concatenate([self._sep, ids])
-        if len(ids):
-          self._pending.append((pos, ids))
-      total = sum(len(ids) for _, ids in self._pending)
-      self.max_pending_tokens = max(self.max_pending_tokens, total)
-    if self._cursor >= len(self._pending[0][1]):
-      raise ValueError(
-          f'Bad iterator state: skip {self._cursor} >= segment length'
-          f' {len(self._pending[0][1])} at {self._pending[0][0]}'
-      )
-    return True
-
-  def take(self, n: int) -> np.ndarray | None:
-    """Up to `n` next tokens ([k] int32), or None when the epoch is over."""
-    parts = []
-    while n > 0 and (self._pending or self._fill()):
-      ids = self._pending[0][1]
-      k = min(n, len(ids) - self._cursor)
-      parts.append(ids[self._cursor : self._cursor + k])
-      self._cursor += k
-      n -= k
-      if self._cursor == len(ids):
-        self._pending.popleft()
-        self._cursor = 0
-    return np.concatenate(parts) if parts else None
-
-
-def mask_tokens(
-    ids: np.ndarray,
-    maskable: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    mask_prob: float,
-    mask_id: int,
-    random_ids: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """BERT masking of one row (see the module docstring for the scheme).
-
-  Args:
-    ids: [T] int token ids.
-    maskable: [T] bool, positions that may be masked.
-    rng: the row's generator.
-    mask_prob: expected fraction of maskable positions chosen.
-    mask_id: the mask token id.
-    random_ids: [R] ids the random replacement draws from uniformly.
-
-  Returns:
-    (input_ids [T] int32, mlm_labels [T] int32 (-100 where not chosen),
-    mlm_mask [T] bool).
-  """
-  candidates = np.flatnonzero(maskable)
-  expected = mask_prob * len(candidates)
-  n = int(expected) + int(rng.random() < expected - int(expected))
-  chosen = rng.choice(candidates, n, replace=False)
-  u = rng.random(n)
-  random_tokens = random_ids[rng.integers(0, len(random_ids), n)]
-  ids = np.asarray(ids, np.int32)
-  original = ids[chosen]
-  out = ids.copy()
-  out[chosen] = np.where(
-      u < MASK_TOKEN_FRACTION,
-      mask_id,
-      np.where(u < MASK_TOKEN_FRACTION + RANDOM_TOKEN_FRACTION,
-               random_tokens, original),
-  )
-  labels = np.full(ids.shape, IGNORE_INDEX, np.int32)
-  labels[chosen] = original
-  mlm_mask = np.zeros(ids.shape, bool)
-  mlm_mask[chosen] = True
-  return out, labels, mlm_mask
-
-
-def _special_ids(tokenizer: Any) -> tuple[int, int, int, int]:
-  """(start, end, pad, mask) ids: cls/sep, else bos/eos."""
-  start = tokenizer.cls_token_id
-  start = tokenizer.bos_token_id if start is None else start
-  end = tokenizer.sep_token_id
-  end = tokenizer.eos_token_id if end is None else end
-  name = type(tokenizer).__name__
-  if tokenizer.mask_token_id is None:
-    raise ValueError(f'{name} has no mask token: masked LM needs one')
-  if tokenizer.pad_token_id is None:
-    raise ValueError(f'{name} has no pad token')
-  if start is None or end is None:
-    raise ValueError(f'{name} has neither cls/sep nor bos/eos tokens')
-  return int(start), int(end), int(tokenizer.pad_token_id), int(
-      tokenizer.mask_token_id)
+__all__ = [
+    'Batch',
+    'IGNORE_INDEX',
+    'PretrainIterator',
+    'StreamPosition',
+    'mask_tokens',
+    'resolve_files',
+]
 
 
 class PretrainIterator(Iterator[Batch]):
@@ -367,7 +110,8 @@ class PretrainIterator(Iterator[Batch]):
     """
     if doc_format not in DOC_FORMATS:
       raise ValueError(
-          f'doc_format must be one of {DOC_FORMATS}, got {doc_format!r}')
+          f'doc_format must be one of {DOC_FORMATS}, got {doc_format!r}'
+      )
     if max_len < MIN_MAX_LEN:
       raise ValueError(f'max_len must be >= {MIN_MAX_LEN}, got {max_len}')
     if not 0.0 < mask_prob < 1.0:
@@ -381,21 +125,32 @@ class PretrainIterator(Iterator[Batch]):
     if chunk_bytes < MIN_CHUNK_BYTES:
       raise ValueError(f'chunk_bytes must be >= {MIN_CHUNK_BYTES}')
     if not getattr(tokenizer, 'is_fast', False):
-      raise TypeError('PretrainIterator needs a transformers *fast* tokenizer,'
-                      f' got {type(tokenizer).__name__}')
-    self._start_id, self._end_id, self._pad_id, self._mask_id = _special_ids(
-        tokenizer)
+      raise TypeError(
+          'PretrainIterator needs a transformers *fast* tokenizer,'
+          f' got {type(tokenizer).__name__}'
+      )
+    self._start_id, self._end_id, self._pad_id, self._mask_id = special_ids(
+        tokenizer
+    )
     self._global_batch = batch_size * process_count
     if shuffle_buffer < 0 or shuffle_buffer % self._global_batch:
-      raise ValueError(f'shuffle_buffer {shuffle_buffer} is not a multiple of'
-                       f' the global batch size {self._global_batch}')
+      raise ValueError(
+          f'shuffle_buffer {shuffle_buffer} is not a multiple of'
+          f' the global batch size {self._global_batch}'
+      )
     self.files = resolve_files(paths)
     for path in self.files:
       utf8.check_file(path)
-    self._special = np.asarray(sorted(set(tokenizer.all_special_ids) | {
-        self._start_id, self._end_id, self._pad_id, self._mask_id}), np.int32)
+    self._special = np.asarray(
+        sorted(
+            set(tokenizer.all_special_ids)
+            | {self._start_id, self._end_id, self._pad_id, self._mask_id}
+        ),
+        np.int32,
+    )
     self._random_ids = np.setdiff1d(
-        np.arange(len(tokenizer), dtype=np.int32), self._special)
+        np.arange(len(tokenizer), dtype=np.int32), self._special
+    )
     self._batch_size, self._max_len = batch_size, max_len
     self._doc_format, self._mask_prob = doc_format, float(mask_prob)
     self._seed, self._num_epochs = int(seed), num_epochs
@@ -405,18 +160,23 @@ class PretrainIterator(Iterator[Batch]):
     self._window = shuffle_buffer or self._global_batch
     self._process_index = process_index
     backend = tokenizers.Tokenizer.from_str(
-        tokenizer.backend_tokenizer.to_str())
+        tokenizer.backend_tokenizer.to_str()
+    )
     backend.no_truncation()
     backend.no_padding()
-    self._stream = _TokenStream(
-        _TextReader(self.files, doc_format, chunk_bytes), backend,
-        sep_id=self._end_id, chunk_bytes=chunk_bytes)
+    self._stream = TokenStream(
+        TextReader(self.files, doc_format, chunk_bytes),
+        backend,
+        sep_id=self._end_id,
+        chunk_bytes=chunk_bytes,
+    )
     if self._stream.take(1) is None:
       raise ValueError(f'Empty corpus: no tokens in {self.files}')
     self._restart(epoch=0, step=0, pos=StreamPosition(), skip=0)
 
-  def _restart(self, *, epoch: int, step: int, pos: StreamPosition,
-               skip: int) -> None:
+  def _restart(
+      self, *, epoch: int, step: int, pos: StreamPosition, skip: int
+  ) -> None:
     self._epoch, self._step = epoch, step
     self._stream.seek(pos, skip)
     self._rows = []  # (row index, content) of the loaded window
@@ -447,19 +207,31 @@ class PretrainIterator(Iterator[Batch]):
   def set_state(self, state: Mapping[str, Any]) -> None:
     """Restores a position from `get_state()` (checks it fits this setup)."""
     current = self.get_state()
-    for key in ('seed', 'max_len', 'doc_format', 'global_batch_size',
-                'shuffle_buffer', 'num_files', 'chunk_bytes'):
+    for key in (
+        'seed',
+        'max_len',
+        'doc_format',
+        'global_batch_size',
+        'shuffle_buffer',
+        'num_files',
+        'chunk_bytes',
+    ):
       if key in state and state[key] != current[key]:
         raise ValueError(
             f'Iterator state has {key}={state[key]!r}, this iterator'
-            f' {current[key]!r}')
+            f' {current[key]!r}'
+        )
     p = dict(state['position'])
     skip = int(p.pop('skip'))
-    pos = StreamPosition(int(p['file']), int(p['offset']), bool(p['in_doc']),
-                         bool(p['mid_line']), bool(p['seen_doc']))
+    pos = StreamPosition(
+        int(p['file']),
+        int(p['offset']),
+        bool(p['in_doc']),
+        bool(p['mid_line']),
+        bool(p['seen_doc']),
+    )
     epoch, step = int(state['epoch']), int(state['step'])
-    if (min(epoch, step, skip, pos.offset) < 0
-        or pos.file > len(self.files)):
+    if min(epoch, step, skip, pos.offset) < 0 or pos.file > len(self.files):
       raise ValueError(f'Bad iterator state {dict(state)}')
     self._restart(epoch=epoch, step=step, pos=pos, skip=skip)
 
@@ -487,10 +259,11 @@ class PretrainIterator(Iterator[Batch]):
         lo = self._process_index * self._batch_size
         return self._make_batch(g[lo : lo + self._batch_size])
       if self._step == 0:
-        raise ValueError(f'{self.files} give no batch of global size'
-                         f' {self._global_batch} (drop_remainder=True)')
-      self._restart(epoch=self._epoch + 1, step=0, pos=StreamPosition(),
-                    skip=0)
+        raise ValueError(
+            f'{self.files} give no batch of global size'
+            f' {self._global_batch} (drop_remainder=True)'
+        )
+      self._restart(epoch=self._epoch + 1, step=0, pos=StreamPosition(), skip=0)
     raise StopIteration
 
   def _load_window(self, window: int) -> None:
@@ -505,7 +278,8 @@ class PretrainIterator(Iterator[Batch]):
       rows.append((first + i, content))
     if self._shuffle_buffer:
       rng = np.random.default_rng(
-          [self._seed, _SHUFFLE_TAG, self._epoch, window])
+          [self._seed, _SHUFFLE_TAG, self._epoch, window]
+      )
       rows = [rows[i] for i in rng.permutation(len(rows))]
     self._rows, self._rows_window = rows, window
 
@@ -517,7 +291,7 @@ class PretrainIterator(Iterator[Batch]):
     mlm_mask = np.zeros((b, t), bool)
     example_ids = np.full(b, -1, np.int32)
     valid = np.zeros(b, bool)
-    attention_mask[len(rows):, 0] = 1
+    attention_mask[len(rows) :, 0] = 1
     for i, (row, content) in enumerate(rows):
       n = len(content) + 2
       ids = input_ids[i]
@@ -526,8 +300,13 @@ class PretrainIterator(Iterator[Batch]):
       maskable = (attention_mask[i] == 1) & ~np.isin(ids, self._special)
       rng = np.random.default_rng([self._seed, _MASK_TAG, self._epoch, row])
       input_ids[i], mlm_labels[i], mlm_mask[i] = mask_tokens(
-          ids, maskable, rng, mask_prob=self._mask_prob, mask_id=self._mask_id,
-          random_ids=self._random_ids)
+          ids,
+          maskable,
+          rng,
+          mask_prob=self._mask_prob,
+          mask_id=self._mask_id,
+          random_ids=self._random_ids,
+      )
       example_ids[i], valid[i] = row, True
     return {
         'input_ids': input_ids,

@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from codir_jax.data import glue
+from codir_jax.data import split as split_lib
 from codir_jax.data import tasks as tasks_lib
 
 REQUIREMENTS_FILE = 'requirements-tfds.txt'
@@ -52,7 +52,7 @@ def _decode(value) -> str:
 
 def load_tfds_split(
     task: str, split: str, *, data_dir: str | os.PathLike[str] | None
-) -> glue.GlueSplit:
+) -> split_lib.GlueSplit:
   """Reads `task`/`split` from a prepared tfds `glue/<task>` dataset.
 
   Args:
@@ -105,15 +105,15 @@ def load_tfds_split(
   if spec.is_regression:
     y = np.asarray(labels, np.float32)[order]
     if not has_labels:
-      y = np.full(len(order), glue.NO_LABEL_FLOAT, np.float32)
+      y = np.full(len(order), split_lib.NO_LABEL_FLOAT, np.float32)
   else:
     y = np.asarray(labels, np.int64)[order].astype(np.int32)
     mapping = label_index_map(spec)
     if not has_labels:
-      y = np.full(len(order), glue.NO_LABEL_INT, np.int32)
+      y = np.full(len(order), split_lib.NO_LABEL_INT, np.int32)
     elif mapping is not None:
       y = mapping[y]
-  return glue.GlueSplit(
+  return split_lib.GlueSplit(
       task=spec.name,
       split=split,
       text_a=text_a,

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import tokenizers
 
-from codir_jax.data import glue
+from codir_jax.data import split as split_lib
 
 DEFAULT_MIN_BUCKET = 16
 _CHUNK = 8192
@@ -177,7 +177,7 @@ def tokenize_texts(
 
 
 def tokenize_split(
-    split: glue.GlueSplit, tokenizer: Any, *, max_len: int = 128
+    split: split_lib.GlueSplit, tokenizer: Any, *, max_len: int = 128
 ) -> TokenizedSplit:
   """Tokenises a whole GLUE split (single sentences or pairs).
 

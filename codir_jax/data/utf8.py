@@ -45,8 +45,7 @@ def not_utf8(path: str | os.PathLike[str], offset: int) -> ValueError:
   )
 
 
-def check_file(path: str | os.PathLike[str],
-               chunk_bytes: int = _CHUNK) -> None:
+def check_file(path: str | os.PathLike[str], chunk_bytes: int = _CHUNK) -> None:
   """Raises `not_utf8` at the first byte of `path` that is not UTF-8.
 
   Streams the file `chunk_bytes` at a time (memory does not grow with it).

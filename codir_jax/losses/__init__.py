@@ -26,6 +26,7 @@ Equation -> function (exactly one each):
 | concat_l h_l [B, L*D]                                    | representations.concat_layers       |
 | x / max(||x||, eps)                                      | representations.l2_normalize        |
 | x W + b (projection head)                                | representations.project             |
+| x_l W_l + b_l (one head per layer, ablation)             | representations.project_per_layer   |
 | z = normalize(concat_l pool(h_l) W + b)                  | representations.codir_representation|
 | InfoNCE -log softmax([pos, K negs]/tau)_0 (paper)        | contrastive.info_nce                |
 | InfoNCE with in-batch negatives (paper, pre-training)    | contrastive.in_batch_info_nce       |
@@ -41,14 +42,15 @@ Equation -> function (exactly one each):
 | FIFO queue (pre-training extension)                      | memory_bank.write_fifo              |
 | positive = M[i] (released code)                          | memory_bank.read                    |
 | K negatives ~ U{eligible slots}                          | memory_bank.sample_negatives        |
-| InfoNCE against sharded bank negatives                   | memory_bank.bank_info_nce           |
-| CRD NCE against sharded bank negatives                   | memory_bank.bank_crd_nce            |
-| Z of CRD NCE from bank negatives                         | memory_bank.bank_crd_log_z          |
+| InfoNCE against sharded bank negatives                   | bank_losses.bank_info_nce           |
+| CRD NCE against sharded bank negatives                   | bank_losses.bank_crd_nce            |
+| Z of CRD NCE from bank negatives                         | bank_losses.bank_crd_log_z          |
 | (sum, count) of per-example values                       | reductions.masked_sum_count         |
 L_crd = (L_s + L_t) / 2 and the total objective are weighted sums in
 train/step.py (STYLE.md sec. 5), not functions here.
 """
 
+from codir_jax.losses import bank_losses
 from codir_jax.losses import contrastive
 from codir_jax.losses import distill
 from codir_jax.losses import memory_bank
@@ -65,10 +67,10 @@ from codir_jax.losses.distill import cross_entropy
 from codir_jax.losses.distill import kd_loss
 from codir_jax.losses.distill import mse
 from codir_jax.losses.distill import pkd_loss
+from codir_jax.losses.bank_losses import bank_crd_log_z
+from codir_jax.losses.bank_losses import bank_crd_nce
+from codir_jax.losses.bank_losses import bank_info_nce
 from codir_jax.losses.memory_bank import MemoryBank
-from codir_jax.losses.memory_bank import bank_crd_log_z
-from codir_jax.losses.memory_bank import bank_crd_nce
-from codir_jax.losses.memory_bank import bank_info_nce
 from codir_jax.losses.reductions import masked_mean
 from codir_jax.losses.reductions import masked_sum_count
 from codir_jax.losses.representations import check_layer_ids
@@ -79,19 +81,45 @@ from codir_jax.losses.representations import get_pooling
 from codir_jax.losses.representations import l2_normalize
 from codir_jax.losses.representations import masked_mean_pool
 from codir_jax.losses.representations import project
-from codir_jax.losses.representations import select_layers
+from codir_jax.losses.representations import project_per_layer
 from codir_jax.losses.representations import stack_pooled_layers
 from codir_jax.losses.representations import student_layer_ids
 from codir_jax.losses.representations import teacher_layer_map
 
 __all__ = [
-    "MemoryBank", "bank_crd_log_z", "bank_crd_nce", "bank_info_nce",
-    "check_layer_ids", "codir_representation", "concat_layers", "contrastive",
-    "crd_log_z", "crd_nce", "crd_nce_from_logits", "cross_entropy", "distill",
-    "first_token_pool", "get_pooling", "in_batch_info_nce", "info_nce",
-    "info_nce_from_logits", "kd_loss", "l2_normalize", "label_eligible",
-    "masked_mean", "masked_mean_pool", "masked_sum_count", "memory_bank",
-    "mse", "pkd_loss", "project", "reductions", "representations",
-    "select_layers", "stack_pooled_layers", "student_layer_ids",
+    "MemoryBank",
+    "bank_losses",
+    "bank_crd_log_z",
+    "bank_crd_nce",
+    "bank_info_nce",
+    "check_layer_ids",
+    "codir_representation",
+    "concat_layers",
+    "contrastive",
+    "crd_log_z",
+    "crd_nce",
+    "crd_nce_from_logits",
+    "cross_entropy",
+    "distill",
+    "first_token_pool",
+    "get_pooling",
+    "in_batch_info_nce",
+    "info_nce",
+    "info_nce_from_logits",
+    "kd_loss",
+    "l2_normalize",
+    "label_eligible",
+    "masked_mean",
+    "masked_mean_pool",
+    "masked_sum_count",
+    "memory_bank",
+    "mse",
+    "pkd_loss",
+    "project",
+    "project_per_layer",
+    "reductions",
+    "representations",
+    "stack_pooled_layers",
+    "student_layer_ids",
     "teacher_layer_map",
 ]

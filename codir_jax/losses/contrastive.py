@@ -67,7 +67,9 @@ def info_nce_from_logits(
     raise ValueError(f"expected [B] and [B,K], got {pos.shape}, {neg.shape}")
   if negatives_mask is not None:
     neg = jnp.where(negatives_mask, neg, -jnp.inf)  # [B, K]
-  m = jax.lax.stop_gradient(jnp.maximum(pos, jnp.max(neg, axis=-1, initial=-jnp.inf)))
+  m = jax.lax.stop_gradient(
+      jnp.maximum(pos, jnp.max(neg, axis=-1, initial=-jnp.inf))
+  )
   total = jnp.exp(pos - m) + jnp.sum(jnp.exp(neg - m[:, None]), axis=-1)  # [B]
   return jnp.log(total) + m - pos
 
@@ -96,11 +98,20 @@ def info_nce(
     [B] float32 per-example losses.
   """
   a, p, n = _f32(anchors), _f32(positives), _f32(negatives)
-  if a.shape != p.shape or n.ndim != 3 or n.shape[0] != a.shape[0] or n.shape[2] != a.shape[1]:
-    raise ValueError(f"expected [B,P],[B,P],[B,K,P], got {a.shape},{p.shape},{n.shape}")
+  if (
+      a.shape != p.shape
+      or n.ndim != 3
+      or n.shape[0] != a.shape[0]
+      or n.shape[2] != a.shape[1]
+  ):
+    raise ValueError(
+        f"expected [B,P],[B,P],[B,K,P], got {a.shape},{p.shape},{n.shape}"
+    )
   if negatives_mask is not None:
     if negatives_mask.shape != n.shape[:2]:
-      raise ValueError(f"negatives_mask {negatives_mask.shape} != {n.shape[:2]}")
+      raise ValueError(
+          f"negatives_mask {negatives_mask.shape} != {n.shape[:2]}"
+      )
     n = jnp.where(negatives_mask[..., None], n, 0.0)
   pos = jnp.sum(a * p, axis=-1) / temperature  # [B]
   neg = jnp.einsum("bp,bkp->bk", a, n) / temperature  # [B, K]
@@ -134,7 +145,9 @@ def label_eligible(
   c = jnp.asarray(candidate_labels)
   c = c[None, :] if c.ndim == 1 else c
   if label_gap is None:
-    if jnp.issubdtype(q.dtype, jnp.floating) or jnp.issubdtype(c.dtype, jnp.floating):
+    if jnp.issubdtype(q.dtype, jnp.floating) or jnp.issubdtype(
+        c.dtype, jnp.floating
+    ):
       raise ValueError("float (regression) labels need label_gap")
     return c != q
   return jnp.abs(c.astype(jnp.float32) - q.astype(jnp.float32)) > label_gap
@@ -179,7 +192,9 @@ def in_batch_info_nce(
   if labels is not None:
     mask = mask & label_eligible(labels, labels, label_gap=label_gap)
   loss = info_nce_from_logits(
-      positive_logits=jnp.diagonal(logits), negative_logits=logits, negatives_mask=mask
+      positive_logits=jnp.diagonal(logits),
+      negative_logits=logits,
+      negatives_mask=mask,
   )
   return jnp.where(valid, loss, 0.0)
 
@@ -223,8 +238,13 @@ def crd_nce_from_logits(
     negatives_mask = jnp.ones(neg.shape, bool)
   k_i = jnp.sum(negatives_mask, axis=-1, dtype=jnp.float32)  # [B]
   pos_term, neg_terms = crd_nce_terms(
-      positive_logits=pos, negative_logits=neg, negatives_mask=negatives_mask,
-      num_valid_negatives=k_i, log_z=log_z, num_data=num_data, eps=eps,
+      positive_logits=pos,
+      negative_logits=neg,
+      negatives_mask=negatives_mask,
+      num_valid_negatives=k_i,
+      log_z=log_z,
+      num_data=num_data,
+      eps=eps,
   )
   return -(pos_term + jnp.sum(neg_terms, axis=-1))
 
@@ -253,8 +273,12 @@ def crd_nce_terms(
   log_z = _f32(log_z)
   pos_term = -jax.nn.softplus(log_ce - (pos - log_z))  # [B]
   safe_neg = jnp.where(negatives_mask, neg, 0.0)  # [B, K]
-  log_c_ratio = jnp.where(k_i > 0, jnp.log(jnp.where(k_i > 0, c, 1.0)) - log_ce, 0.0)
-  neg_terms = log_c_ratio[:, None] - jax.nn.softplus((safe_neg - log_z) - log_ce[:, None])
+  log_c_ratio = jnp.where(
+      k_i > 0, jnp.log(jnp.where(k_i > 0, c, 1.0)) - log_ce, 0.0
+  )
+  neg_terms = log_c_ratio[:, None] - jax.nn.softplus(
+      (safe_neg - log_z) - log_ce[:, None]
+  )
   return pos_term, jnp.where(negatives_mask, neg_terms, 0.0)
 
 
@@ -279,15 +303,26 @@ def crd_nce(
     [B] float32 per-example losses.
   """
   a, p, n = _f32(anchors), _f32(positives), _f32(negatives)
-  if a.shape != p.shape or n.ndim != 3 or n.shape[0] != a.shape[0] or n.shape[2] != a.shape[1]:
-    raise ValueError(f"expected [B,P],[B,P],[B,K,P], got {a.shape},{p.shape},{n.shape}")
+  if (
+      a.shape != p.shape
+      or n.ndim != 3
+      or n.shape[0] != a.shape[0]
+      or n.shape[2] != a.shape[1]
+  ):
+    raise ValueError(
+        f"expected [B,P],[B,P],[B,K,P], got {a.shape},{p.shape},{n.shape}"
+    )
   if negatives_mask is not None:
     n = jnp.where(negatives_mask[..., None], n, 0.0)
   pos = jnp.sum(a * p, axis=-1) / temperature  # [B]
   neg = jnp.einsum("bp,bkp->bk", a, n) / temperature  # [B, K]
   return crd_nce_from_logits(
-      positive_logits=pos, negative_logits=neg, log_z=log_z, num_data=num_data,
-      negatives_mask=negatives_mask, eps=eps,
+      positive_logits=pos,
+      negative_logits=neg,
+      log_z=log_z,
+      num_data=num_data,
+      negatives_mask=negatives_mask,
+      eps=eps,
   )
 
 
@@ -328,8 +363,12 @@ def crd_log_z(
   pos = jnp.sum(a * p, axis=-1) / temperature  # [B]
   neg = jnp.einsum("bp,bkp->bk", a, n) / temperature  # [B, K]
   logits = jnp.concatenate([pos[:, None], neg], axis=1)  # [B, 1+K]
-  mask = valid[:, None] & jnp.concatenate([jnp.ones((b, 1), bool), negatives_mask], axis=1)
-  return jax.lax.stop_gradient(_masked_log_mean_exp(logits, mask) + jnp.log(float(num_data)))
+  mask = valid[:, None] & jnp.concatenate(
+      [jnp.ones((b, 1), bool), negatives_mask], axis=1
+  )
+  return jax.lax.stop_gradient(
+      _masked_log_mean_exp(logits, mask) + jnp.log(float(num_data))
+  )
 
 
 def _masked_log_mean_exp(logits, mask):
@@ -337,4 +376,8 @@ def _masked_log_mean_exp(logits, mask):
   m = jnp.max(x)
   m = jnp.where(jnp.isfinite(m), m, 0.0)
   s = jnp.sum(jnp.exp(x - m))
-  return jnp.log(s) + m - jnp.log(jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0))
+  return (
+      jnp.log(s)
+      + m
+      - jnp.log(jnp.maximum(jnp.sum(mask, dtype=jnp.float32), 1.0))
+  )

@@ -47,9 +47,15 @@ def kd_loss(
     [...] float32.
   """
   if student_logits.shape != teacher_logits.shape:
-    raise ValueError(f"shape mismatch {student_logits.shape} vs {teacher_logits.shape}")
-  log_q = jax.nn.log_softmax(representations.upcast(student_logits) / temperature, axis=-1)
-  log_p = jax.nn.log_softmax(representations.upcast(teacher_logits) / temperature, axis=-1)
+    raise ValueError(
+        f"shape mismatch {student_logits.shape} vs {teacher_logits.shape}"
+    )
+  log_q = jax.nn.log_softmax(
+      representations.upcast(student_logits) / temperature, axis=-1
+  )
+  log_p = jax.nn.log_softmax(
+      representations.upcast(teacher_logits) / temperature, axis=-1
+  )
   p = jnp.exp(log_p)
   kl = jnp.sum(jnp.where(p > 0, p * (log_p - log_q), 0.0), axis=-1)
   return (temperature**2) * kl
@@ -68,7 +74,9 @@ def cross_entropy(*, logits: jax.Array, labels: jax.Array) -> jax.Array:
     [...] float32.
   """
   if labels.shape != logits.shape[:-1]:
-    raise ValueError(f"labels {labels.shape} do not match logits {logits.shape}")
+    raise ValueError(
+        f"labels {labels.shape} do not match logits {logits.shape}"
+    )
   logp = jax.nn.log_softmax(representations.upcast(logits), axis=-1)
   idx = jnp.clip(jnp.asarray(labels, jnp.int32), 0, logits.shape[-1] - 1)
   return -jnp.take_along_axis(logp, idx[..., None], axis=-1)[..., 0]
@@ -118,7 +126,9 @@ def pkd_loss(
     [B] float32.
   """
   if student_pooled.shape != teacher_pooled.shape or student_pooled.ndim != 3:
-    raise ValueError(f"expected equal [B,L,D], got {student_pooled.shape}, {teacher_pooled.shape}")
+    raise ValueError(
+        f"expected equal [B,L,D], got {student_pooled.shape}, {teacher_pooled.shape}"
+    )
   s = representations.l2_normalize(student_pooled, eps=eps)
   t = representations.l2_normalize(teacher_pooled, eps=eps)
   return jnp.mean((s - t) ** 2, axis=(1, 2))

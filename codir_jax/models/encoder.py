@@ -6,17 +6,12 @@ one-to-one (see `hf_io.py`). The two families differ only in position ids:
 RoBERTa counts positions from `pad_token_id + 1` and gives padding tokens
 position `pad_token_id`.
 
-The module holds only `nnx.Param` state: dropout takes an explicit
-`dropout_rng`, so `graphdef, params = nnx.split(model)` yields a pure pytree
-that can be passed through `jax.jit` and `nnx.merge`d back inside it.
-
-Every parameter carries logical axis names from the project vocabulary
-(`vocab`, `embed`, `heads`, `mlp`) as `out_sharding` metadata with eager
-sharding off, so `nnx.get_partition_spec(nnx.state(model))` gives logical
-specs the train step maps onto a mesh; nothing is sharded at creation.
-
-Numerics: matmuls run in `config.dtype`; attention scores, the mask, softmax
-and LayerNorm statistics are float32.
+Only `nnx.Param` state: dropout takes an explicit `dropout_rng`, so
+`graphdef, params = nnx.split(model)` is a pure pytree for `jax.jit`. Every
+parameter carries logical axis names (`vocab`, `embed`, `heads`, `mlp`) as
+`out_sharding` metadata, eager sharding off: the train step maps them onto
+a mesh. Matmuls run in `config.dtype`; attention scores, the mask, softmax
+and LayerNorm statistics in float32.
 """
 
 from __future__ import annotations
@@ -31,8 +26,10 @@ import jax.numpy as jnp
 _INIT_STD = 0.02  # HF `initializer_range` default.
 _MODEL_TYPES = ("bert", "roberta")
 # Keys of a HF config that mean something this encoder does not implement.
-_REQUIRED_HF_VALUES = {"hidden_act": "gelu",
-                       "position_embedding_type": "absolute"}
+_REQUIRED_HF_VALUES = {
+    "hidden_act": "gelu",
+    "position_embedding_type": "absolute",
+}
 
 
 def _dtype_name(dtype: Any) -> str:
@@ -62,11 +59,13 @@ class EncoderConfig:
     if self.model_type not in _MODEL_TYPES:
       raise ValueError(
           f"Unsupported model_type {self.model_type!r}; expected one of "
-          f"{_MODEL_TYPES}.")
+          f"{_MODEL_TYPES}."
+      )
     if self.hidden_size % self.num_heads:
       raise ValueError(
           f"hidden_size {self.hidden_size} is not divisible by num_heads "
-          f"{self.num_heads}.")
+          f"{self.num_heads}."
+      )
 
   @property
   def head_dim(self) -> int:
@@ -76,8 +75,13 @@ class EncoderConfig:
     return dataclasses.replace(self, **kwargs)
 
   @classmethod
-  def from_hf(cls, hf: dict[str, Any], *, dtype: Any = jnp.float32,
-              param_dtype: Any = jnp.float32) -> EncoderConfig:
+  def from_hf(
+      cls,
+      hf: dict[str, Any],
+      *,
+      dtype: Any = jnp.float32,
+      param_dtype: Any = jnp.float32,
+  ) -> EncoderConfig:
     """Builds a config from a HF `config.json` dict.
 
     Raises:
@@ -87,11 +91,13 @@ class EncoderConfig:
     if model_type not in _MODEL_TYPES:
       raise ValueError(
           f"Unsupported model_type {model_type!r} in HF config; codir_jax "
-          f"supports {_MODEL_TYPES}.")
+          f"supports {_MODEL_TYPES}."
+      )
     for key, want in _REQUIRED_HF_VALUES.items():
       if hf.get(key, want) != want:
         raise ValueError(
-            f"Unsupported {key}={hf[key]!r} in HF config (only {want!r}).")
+            f"Unsupported {key}={hf[key]!r} in HF config (only {want!r})."
+        )
     return cls(
         model_type=model_type,
         vocab_size=hf["vocab_size"],
@@ -156,18 +162,28 @@ def _init(names: tuple[str | None, ...], init=None):
   return nnx.with_partitioning(init, names, eager_sharding=False)
 
 
-def dense(in_features: int, out_features: int,
-          names: tuple[str | None, str | None], config: EncoderConfig,
-          rngs: nnx.Rngs) -> nnx.Linear:
+def dense(
+    in_features: int,
+    out_features: int,
+    names: tuple[str | None, str | None],
+    config: EncoderConfig,
+    rngs: nnx.Rngs,
+) -> nnx.Linear:
   """nnx.Linear with HF initialisation and logical axis names."""
   return nnx.Linear(
-      in_features, out_features, dtype=config.dtype,
-      param_dtype=config.param_dtype, kernel_init=_init(names),
-      bias_init=_init(names[1:], nnx.initializers.zeros_init()), rngs=rngs)
+      in_features,
+      out_features,
+      dtype=config.dtype,
+      param_dtype=config.param_dtype,
+      kernel_init=_init(names),
+      bias_init=_init(names[1:], nnx.initializers.zeros_init()),
+      rngs=rngs,
+  )
 
 
-def dropout(x: jax.Array, rate: float, rng: jax.Array | None,
-            deterministic: bool) -> jax.Array:
+def dropout(
+    x: jax.Array, rate: float, rng: jax.Array | None, deterministic: bool
+) -> jax.Array:
   """Inverted dropout with an explicit key (identity when deterministic)."""
   if deterministic or rate == 0.0:
     return x
@@ -181,10 +197,16 @@ class LayerNorm(nnx.Module):
   def __init__(self, features: int, config: EncoderConfig):
     self.eps = config.layer_norm_eps
     self.dtype = config.dtype
-    self.scale = nnx.Param(jnp.ones((features,), config.param_dtype),
-                           out_sharding=("embed",), eager_sharding=False)
-    self.bias = nnx.Param(jnp.zeros((features,), config.param_dtype),
-                          out_sharding=("embed",), eager_sharding=False)
+    self.scale = nnx.Param(
+        jnp.ones((features,), config.param_dtype),
+        out_sharding=("embed",),
+        eager_sharding=False,
+    )
+    self.bias = nnx.Param(
+        jnp.zeros((features,), config.param_dtype),
+        out_sharding=("embed",),
+        eager_sharding=False,
+    )
 
   def __call__(self, x: jax.Array) -> jax.Array:
     x = x.astype(jnp.float32)
@@ -192,7 +214,8 @@ class LayerNorm(nnx.Module):
     var = jnp.square(x - mean).mean(-1, keepdims=True)
     y = (x - mean) * jax.lax.rsqrt(var + self.eps)
     y = y * self.scale[...].astype(jnp.float32) + self.bias[...].astype(
-        jnp.float32)
+        jnp.float32
+    )
     return y.astype(self.dtype)
 
 
@@ -203,15 +226,20 @@ class Embeddings(nnx.Module):
     self.config = config
 
     def embed(num, names):
-      return nnx.Embed(num, config.hidden_size, dtype=config.dtype,
-                       param_dtype=config.param_dtype,
-                       embedding_init=_init(names), rngs=rngs)
+      return nnx.Embed(
+          num,
+          config.hidden_size,
+          dtype=config.dtype,
+          param_dtype=config.param_dtype,
+          embedding_init=_init(names),
+          rngs=rngs,
+      )
 
     self.word_embeddings = embed(config.vocab_size, ("vocab", "embed"))
-    self.position_embeddings = embed(config.max_position_embeddings,
-                                     (None, "embed"))
-    self.token_type_embeddings = embed(config.type_vocab_size,
-                                       (None, "embed"))
+    self.position_embeddings = embed(
+        config.max_position_embeddings, (None, "embed")
+    )
+    self.token_type_embeddings = embed(config.type_vocab_size, (None, "embed"))
     self.layer_norm = LayerNorm(config.hidden_size, config)
 
   def position_ids(self, input_ids: jax.Array) -> jax.Array:
@@ -222,12 +250,20 @@ class Embeddings(nnx.Module):
       return jnp.cumsum(not_pad, axis=1) * not_pad + pad
     return jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
 
-  def __call__(self, input_ids: jax.Array, token_type_ids: jax.Array, *,
-               deterministic: bool, rng: jax.Array | None) -> jax.Array:
+  def __call__(
+      self,
+      input_ids: jax.Array,
+      token_type_ids: jax.Array,
+      *,
+      deterministic: bool,
+      rng: jax.Array | None,
+  ) -> jax.Array:
     """[B, T] ids and segment ids -> [B, T, D] embedding output."""
-    x = (self.word_embeddings(input_ids)
-         + self.position_embeddings(self.position_ids(input_ids))
-         + self.token_type_embeddings(token_type_ids))
+    x = (
+        self.word_embeddings(input_ids)
+        + self.position_embeddings(self.position_ids(input_ids))
+        + self.token_type_embeddings(token_type_ids)
+    )
     x = self.layer_norm(x)
     return dropout(x, self.config.hidden_dropout, rng, deterministic)
 
@@ -247,9 +283,14 @@ class Layer(nnx.Module):
     self.output = dense(f, d, ("mlp", "embed"), config, rngs)
     self.output_norm = LayerNorm(d, config)
 
-  def __call__(self, x: jax.Array, mask_bias: jax.Array, *,
-               deterministic: bool, rng: jax.Array | None
-               ) -> tuple[jax.Array, jax.Array]:
+  def __call__(
+      self,
+      x: jax.Array,
+      mask_bias: jax.Array,
+      *,
+      deterministic: bool,
+      rng: jax.Array | None,
+  ) -> tuple[jax.Array, jax.Array]:
     """x [B, T, D], mask_bias [B, 1, 1, T] -> ([B, T, D], probs [B,H,T,T])."""
     cfg = self.config
     b, t, _ = x.shape
@@ -259,9 +300,10 @@ class Layer(nnx.Module):
       return y.reshape(b, t, cfg.num_heads, cfg.head_dim)
 
     q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k,
-                        preferred_element_type=jnp.float32)
-    scores = scores * (cfg.head_dim ** -0.5) + mask_bias  # [B, H, T, T]
+    scores = jnp.einsum(
+        "bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32
+    )
+    scores = scores * (cfg.head_dim**-0.5) + mask_bias  # [B, H, T, T]
     probs = jax.nn.softmax(scores, axis=-1)
     dropped = dropout(probs, cfg.attention_dropout, keys[0], deterministic)
     context = jnp.einsum("bhqk,bkhd->bqhd", dropped.astype(v.dtype), v)
@@ -281,21 +323,36 @@ class Encoder(nnx.Module):
   so `SequenceClassifier` (BERT) can hold the HF pooler.
   """
 
-  def __init__(self, config: EncoderConfig, *, rngs: nnx.Rngs,
-               add_pooler: bool = False):
+  def __init__(
+      self, config: EncoderConfig, *, rngs: nnx.Rngs, add_pooler: bool = False
+  ):
     self.config = config
     self.embeddings = Embeddings(config, rngs=rngs)
     self.layers = nnx.List(
-        [Layer(config, rngs=rngs) for _ in range(config.num_layers)])
-    self.pooler = (dense(config.hidden_size, config.hidden_size,
-                         ("embed", None), config, rngs)
-                   if add_pooler else None)
+        [Layer(config, rngs=rngs) for _ in range(config.num_layers)]
+    )
+    self.pooler = (
+        dense(
+            config.hidden_size,
+            config.hidden_size,
+            ("embed", None),
+            config,
+            rngs,
+        )
+        if add_pooler
+        else None
+    )
 
-  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-               token_type_ids: jax.Array | None = None, *,
-               deterministic: bool = True,
-               dropout_rng: jax.Array | None = None,
-               output_attentions: bool = False) -> EncoderOutput:
+  def __call__(
+      self,
+      input_ids: jax.Array,
+      attention_mask: jax.Array,
+      token_type_ids: jax.Array | None = None,
+      *,
+      deterministic: bool = True,
+      dropout_rng: jax.Array | None = None,
+      output_attentions: bool = False,
+  ) -> EncoderOutput:
     """Encodes a batch.
 
     Args:
@@ -314,12 +371,17 @@ class Encoder(nnx.Module):
     if token_type_ids is None:
       token_type_ids = jnp.zeros_like(input_ids)
     n = len(self.layers)
-    keys = ([None] * (n + 1) if deterministic
-            else list(jax.random.split(dropout_rng, n + 1)))
-    mask_bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0,
-                          jnp.finfo(jnp.float32).min).astype(jnp.float32)
-    x = self.embeddings(input_ids, token_type_ids,
-                        deterministic=deterministic, rng=keys[n])
+    keys = (
+        [None] * (n + 1)
+        if deterministic
+        else list(jax.random.split(dropout_rng, n + 1))
+    )
+    mask_bias = jnp.where(
+        attention_mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min
+    ).astype(jnp.float32)
+    x = self.embeddings(
+        input_ids, token_type_ids, deterministic=deterministic, rng=keys[n]
+    )
     hidden_states, attentions = [x], []
     for layer, key in zip(self.layers, keys[:n]):
       x, probs = layer(x, mask_bias, deterministic=deterministic, rng=key)

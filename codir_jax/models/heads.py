@@ -44,8 +44,7 @@ class SequenceClassifier(nnx.Module):
     out_proj: final linear layer D -> num_labels (HF BERT `classifier`).
   """
 
-  def __init__(self, config: EncoderConfig, num_labels: int, *,
-               rngs: nnx.Rngs):
+  def __init__(self, config: EncoderConfig, num_labels: int, *, rngs: nnx.Rngs):
     if num_labels < 1:
       raise ValueError(f"num_labels must be >= 1, got {num_labels}.")
     self.config = config
@@ -53,21 +52,29 @@ class SequenceClassifier(nnx.Module):
     is_bert = config.model_type == "bert"
     d = config.hidden_size
     self.encoder = Encoder(config, rngs=rngs, add_pooler=is_bert)
-    self.dense = (None if is_bert
-                  else dense(d, d, ("embed", None), config, rngs))
+    self.dense = None if is_bert else dense(d, d, ("embed", None), config, rngs)
     self.out_proj = dense(d, num_labels, ("embed", None), config, rngs)
 
-  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-               token_type_ids: jax.Array | None = None, *,
-               deterministic: bool = True,
-               dropout_rng: jax.Array | None = None,
-               output_attentions: bool = False
-               ) -> tuple[jax.Array, EncoderOutput]:
+  def __call__(
+      self,
+      input_ids: jax.Array,
+      attention_mask: jax.Array,
+      token_type_ids: jax.Array | None = None,
+      *,
+      deterministic: bool = True,
+      dropout_rng: jax.Array | None = None,
+      output_attentions: bool = False,
+  ) -> tuple[jax.Array, EncoderOutput]:
     """Returns (logits [B, num_labels] float32, EncoderOutput)."""
     enc_rng, head_rng = _split(dropout_rng, deterministic)
-    out = self.encoder(input_ids, attention_mask, token_type_ids,
-                       deterministic=deterministic, dropout_rng=enc_rng,
-                       output_attentions=output_attentions)
+    out = self.encoder(
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        deterministic=deterministic,
+        dropout_rng=enc_rng,
+        output_attentions=output_attentions,
+    )
     rate = self.config.hidden_dropout
     keys = (None, None) if head_rng is None else jax.random.split(head_rng)
     if self.dense is None:
@@ -97,21 +104,36 @@ class MaskedLM(nnx.Module):
     self.transform_norm = LayerNorm(d, config)
     self.bias = nnx.Param(
         jnp.zeros((config.vocab_size,), config.param_dtype),
-        out_sharding=("vocab",), eager_sharding=False)
+        out_sharding=("vocab",),
+        eager_sharding=False,
+    )
 
-  def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-               token_type_ids: jax.Array | None = None, *,
-               deterministic: bool = True,
-               dropout_rng: jax.Array | None = None,
-               output_attentions: bool = False
-               ) -> tuple[jax.Array, EncoderOutput]:
+  def __call__(
+      self,
+      input_ids: jax.Array,
+      attention_mask: jax.Array,
+      token_type_ids: jax.Array | None = None,
+      *,
+      deterministic: bool = True,
+      dropout_rng: jax.Array | None = None,
+      output_attentions: bool = False,
+  ) -> tuple[jax.Array, EncoderOutput]:
     """Returns (logits [B, T, V] float32, EncoderOutput)."""
-    out = self.encoder(input_ids, attention_mask, token_type_ids,
-                       deterministic=deterministic, dropout_rng=dropout_rng,
-                       output_attentions=output_attentions)
+    out = self.encoder(
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        deterministic=deterministic,
+        dropout_rng=dropout_rng,
+        output_attentions=output_attentions,
+    )
     x = jax.nn.gelu(self.transform(out.last_hidden_state), approximate=False)
     x = self.transform_norm(x)
     table = self.encoder.embeddings.word_embeddings.embedding[...]
-    logits = jnp.einsum("btd,vd->btv", x, table.astype(x.dtype),
-                        preferred_element_type=jnp.float32)
+    logits = jnp.einsum(
+        "btd,vd->btv",
+        x,
+        table.astype(x.dtype),
+        preferred_element_type=jnp.float32,
+    )
     return logits + self.bias[...].astype(jnp.float32), out

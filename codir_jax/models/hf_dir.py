@@ -22,11 +22,18 @@ import safetensors
 import safetensors.numpy
 
 # transformers builds a BERT/RoBERTa tokenizer from any one of these groups.
-TOKENIZER_FILES = (("tokenizer.json",), ("vocab.txt",),
-                   ("vocab.json", "merges.txt"))
+TOKENIZER_FILES = (
+    ("tokenizer.json",),
+    ("vocab.txt",),
+    ("vocab.json", "merges.txt"),
+)
 # JSON files a tokenizer load reads when they are present.
-_TOKENIZER_JSON = ("tokenizer.json", "tokenizer_config.json",
-                   "special_tokens_map.json", "config.json")
+_TOKENIZER_JSON = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "config.json",
+)
 _FIX = "re-export or re-download it"
 _LISTED = 8
 
@@ -48,7 +55,8 @@ def require_dir(path: str | os.PathLike[str], what: str) -> pathlib.Path:
     return path
   if path.exists():
     raise FileNotFoundError(
-        f"{what} {path} is a file, not a Hugging Face directory.")
+        f"{what} {path} is a file, not a Hugging Face directory."
+    )
   raise FileNotFoundError(f"{what} {path} does not exist.")
 
 
@@ -59,11 +67,13 @@ def read_json(path: pathlib.Path) -> Any:
   except UnicodeDecodeError as e:
     raise ValueError(
         f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset"
-        f" {e.start}), so not JSON; the file is corrupt: {_FIX}.") from e
+        f" {e.start}), so not JSON; the file is corrupt: {_FIX}."
+    ) from e
   except json.JSONDecodeError as e:
     raise ValueError(
         f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg};"
-        f" the file is corrupt or truncated: {_FIX}.") from e
+        f" the file is corrupt or truncated: {_FIX}."
+    ) from e
 
 
 def read_json_object(path: pathlib.Path) -> dict[str, Any]:
@@ -71,7 +81,8 @@ def read_json_object(path: pathlib.Path) -> dict[str, Any]:
   value = read_json(path)
   if not isinstance(value, dict):
     raise ValueError(
-        f"{path}: expected a JSON object, got {type(value).__name__}: {_FIX}.")
+        f"{path}: expected a JSON object, got {type(value).__name__}: {_FIX}."
+    )
   return value
 
 
@@ -82,7 +93,8 @@ def load_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
   except safetensors.SafetensorError as e:
     raise ValueError(
         f"{path}: not a readable safetensors file ({e}); it is truncated or"
-        f" corrupt: {_FIX}.") from e
+        f" corrupt: {_FIX}."
+    ) from e
 
 
 def check_tokenizer_dir(path: str | os.PathLike[str]) -> pathlib.Path:
@@ -101,12 +113,14 @@ def check_tokenizer_dir(path: str | os.PathLike[str]) -> pathlib.Path:
     ValueError: one of its JSON files does not parse.
   """
   path = require_dir(path, "Tokenizer directory")
-  if not any(all((path / f).is_file() for f in group)
-             for group in TOKENIZER_FILES):
+  if not any(
+      all((path / f).is_file() for f in group) for group in TOKENIZER_FILES
+  ):
     raise FileNotFoundError(
         f"{path} is not a Hugging Face tokenizer directory: it needs"
         " tokenizer.json, vocab.txt (BERT) or vocab.json + merges.txt"
-        f" (RoBERTa), but {listing(path)}.")
+        f" (RoBERTa), but {listing(path)}."
+    )
   for name in _TOKENIZER_JSON:
     if (path / name).is_file():
       read_json(path / name)

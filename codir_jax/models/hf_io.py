@@ -42,8 +42,12 @@ _INDEX = "model.safetensors.index.json"
 _TORCH_BIN = "pytorch_model.bin"
 # Non-parameter buffers some checkpoints carry; never loaded.
 _BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
-_LEAF = {"kernel": "weight", "embedding": "weight", "scale": "weight",
-         "bias": "bias"}
+_LEAF = {
+    "kernel": "weight",
+    "embedding": "weight",
+    "scale": "weight",
+    "bias": "bias",
+}
 _LAYER_SUB = {
     "query": "attention.self.query",
     "key": "attention.self.key",
@@ -152,24 +156,31 @@ def _read_tensors(path: pathlib.Path) -> dict[str, np.ndarray]:
     for shard in sorted(set(weight_map.values())):
       if not (path / shard).is_file():
         raise FileNotFoundError(
-            f"Missing shard {path / shard} (listed in {path / _INDEX}).")
+            f"Missing shard {path / shard} (listed in {path / _INDEX})."
+        )
       tensors.update(hf_dir.load_safetensors(path / shard))
     return tensors
   if (path / _TORCH_BIN).is_file():
     import torch  # pylint: disable=g-import-not-at-top  # Optional dep.
+
     try:
-      state = torch.load(path / _TORCH_BIN, map_location="cpu",
-                         weights_only=True)
+      state = torch.load(
+          path / _TORCH_BIN, map_location="cpu", weights_only=True
+      )
     except (RuntimeError, EOFError, pickle.UnpicklingError) as e:
       why = (str(e).splitlines() or [""])[0]
       raise ValueError(
           f"{path / _TORCH_BIN}: not a readable torch checkpoint"
-          f" ({type(e).__name__}: {why}); re-export or re-download it.") from e
-    return {k: (v.float() if v.is_floating_point() else v).numpy()
-            for k, v in state.items()}
+          f" ({type(e).__name__}: {why}); re-export or re-download it."
+      ) from e
+    return {
+        k: (v.float() if v.is_floating_point() else v).numpy()
+        for k, v in state.items()
+    }
   raise FileNotFoundError(
       f"No weights in {path}: expected {_SAFETENSORS}, {_INDEX} or "
-      f"{_TORCH_BIN}, but {hf_dir.listing(path)}.")
+      f"{_TORCH_BIN}, but {hf_dir.listing(path)}."
+  )
 
 
 def _read_config(path: pathlib.Path) -> dict[str, Any]:
@@ -177,12 +188,18 @@ def _read_config(path: pathlib.Path) -> dict[str, Any]:
   if not (path / "config.json").is_file():
     raise FileNotFoundError(
         f"Missing {path / 'config.json'}: {path} is not a Hugging Face model"
-        f" directory ({hf_dir.listing(path)}).")
+        f" directory ({hf_dir.listing(path)})."
+    )
   return hf_dir.read_json_object(path / "config.json")
 
 
-def _build(config: EncoderConfig, head: str, num_labels: int | None,
-           rngs: nnx.Rngs, add_pooler: bool = False) -> Model:
+def _build(
+    config: EncoderConfig,
+    head: str,
+    num_labels: int | None,
+    rngs: nnx.Rngs,
+    add_pooler: bool = False,
+) -> Model:
   if head == "base":
     return Encoder(config, rngs=rngs, add_pooler=add_pooler)
   if head == "classification":
@@ -192,9 +209,15 @@ def _build(config: EncoderConfig, head: str, num_labels: int | None,
   raise ValueError(f"Unknown head {head!r}; expected one of {HEADS}.")
 
 
-def from_pretrained(path: str | os.PathLike[str], *, head: str = "base",
-                    num_labels: int | None = None, dtype: Any = jnp.float32,
-                    param_dtype: Any = jnp.float32, seed: int = 0) -> Model:
+def from_pretrained(
+    path: str | os.PathLike[str],
+    *,
+    head: str = "base",
+    num_labels: int | None = None,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    seed: int = 0,
+) -> Model:
   """Loads a local HF BERT/RoBERTa directory into a codir_jax model.
 
   Args:
@@ -252,15 +275,20 @@ def from_pretrained(path: str | os.PathLike[str], *, head: str = "base",
           f"{path}: tensor {file_names.get(key, key)!r} has shape "
           f"{tuple(tensors[key].shape)} "
           f"but the model expects {tuple(want)} (config.json or num_labels "
-          "disagree with the weights).")
+          "disagree with the weights)."
+      )
     params[p] = jnp.asarray(value, dtype=param_dtype)
   if missing:
     raise ValueError(
         f"{path}: {len(missing)} encoder tensor(s) missing from the "
-        f"checkpoint, e.g. {missing[:5]}.")
+        f"checkpoint, e.g. {missing[:5]}."
+    )
   if missing_head:
-    logging.warning("%s: head tensors not in the checkpoint, randomly "
-                    "initialised: %s", path, missing_head)
+    logging.warning(
+        "%s: head tensors not in the checkpoint, randomly " "initialised: %s",
+        path,
+        missing_head,
+    )
   unused = sorted(set(tensors) - used - set(_BUFFERS))
   if unused:
     logging.info("%s: unused tensors: %s", path, unused)
@@ -280,8 +308,9 @@ def hf_config(model: Model) -> dict[str, Any]:
     hf["num_labels"] = n
     hf["id2label"] = {str(i): f"LABEL_{i}" for i in range(n)}
     hf["label2id"] = {f"LABEL_{i}": i for i in range(n)}
-    hf["problem_type"] = ("regression" if n == 1
-                          else "single_label_classification")
+    hf["problem_type"] = (
+        "regression" if n == 1 else "single_label_classification"
+    )
   return hf
 
 
@@ -295,8 +324,9 @@ def state_dict(model: Model) -> dict[str, np.ndarray]:
   return out
 
 
-def save_pretrained(model: Model, path: str | os.PathLike[str], *,
-                    tokenizer: Any = None) -> None:
+def save_pretrained(
+    model: Model, path: str | os.PathLike[str], *, tokenizer: Any = None
+) -> None:
   """Writes config.json + model.safetensors (+ tokenizer) to `path`.
 
   Files are written into a temporary sibling directory first. A new `path`
@@ -308,13 +338,16 @@ def save_pretrained(model: Model, path: str | os.PathLike[str], *,
   if path.exists() and not path.is_dir():
     raise FileExistsError(f"{path} exists and is not a directory.")
   path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = pathlib.Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-",
-                                      dir=path.parent))
+  tmp = pathlib.Path(
+      tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+  )
   try:
     (tmp / "config.json").write_text(
-        json.dumps(hf_config(model), indent=2, sort_keys=True) + "\n")
-    safetensors.numpy.save_file(state_dict(model), tmp / _SAFETENSORS,
-                                metadata={"format": "pt"})
+        json.dumps(hf_config(model), indent=2, sort_keys=True) + "\n"
+    )
+    safetensors.numpy.save_file(
+        state_dict(model), tmp / _SAFETENSORS, metadata={"format": "pt"}
+    )
     if tokenizer is not None:
       tokenizer.save_pretrained(str(tmp))
     if not path.exists():
@@ -346,10 +379,12 @@ def load_tokenizer(path: str | os.PathLike[str]):
     raise ValueError(
         f"{path}: cannot load the tokenizer ({type(e).__name__}: {e}); a"
         " tokenizer file there is corrupt or incomplete: re-export or"
-        " re-download it.") from e
+        " re-download it."
+    ) from e
   num_special = len(set(tokenizer.all_special_ids))
   if len(tokenizer) <= num_special:
     raise ValueError(
         f"{path}: the tokenizer holds only its {num_special} special tokens;"
-        " its vocabulary file is empty or unreadable.")
+        " its vocabulary file is empty or unreadable."
+    )
   return tokenizer

@@ -1,11 +1,13 @@
 """CoDIR's projection heads: pooled layers -> P-dim contrastive vectors.
 
 METHOD.md, "Intermediate representation": the pooled layers of each model
-are concatenated ([B, N*D]) and mapped by a learned linear head per side to
+are concatenated ([B, L*D]) and mapped by a learned linear head per side to
 P dimensions (released code: P = 128), then L2-normalised by the loss code.
 Both heads train with the student and are dropped at export. The
-`per_layer` ablation has one head per mapped layer instead ([B, N, D] ->
-[B, N, P]).
+`per_layer` ablation has one head per mapped layer instead ([B, L, D] ->
+[B, L, P]). The module only holds the parameters: the maps are the pure
+functions `representations.project` / `project_per_layer` of the equation
+table in codir_jax/losses/__init__.py.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from codir_jax.losses import representations
+
 
 class ProjectionHead(nnx.Module):
   """Linear map of pooled layer states to the contrastive space.
 
   Attributes:
-    per_layer: one [D, P] map per layer instead of one [N*D, P] map.
+    per_layer: one [D, P] map per layer instead of one [L*D, P] map.
   """
 
   def __init__(
@@ -46,13 +50,14 @@ class ProjectionHead(nnx.Module):
     """Projects pooled states.
 
     Args:
-      pooled: [B, N, D] pooled hidden states of the N mapped layers.
+      pooled: [B, L, D] pooled hidden states of the L mapped layers.
 
     Returns:
-      [B, P] (concatenated) or [B, N, P] (per layer), float32.
+      [B, P] (concatenated) or [B, L, P] (per layer), float32.
     """
-    x = pooled.astype(jnp.float32)
+    kernel, bias = self.kernel[...], self.bias[...]
     if self.per_layer:
-      return jnp.einsum("bnd,ndp->bnp", x, self.kernel[...]) + self.bias[...]
-    x = x.reshape(x.shape[0], -1)  # [B, N*D]
-    return x @ self.kernel[...] + self.bias[...]
+      return representations.project_per_layer(pooled, kernel=kernel, bias=bias)
+    return representations.project(
+        representations.concat_layers(pooled), kernel=kernel, bias=bias
+    )

@@ -30,21 +30,22 @@ def _check_layers(layers: Sequence[int], num_layers: int) -> list[int]:
   layers = list(layers)
   if not layers:
     raise ValueError(
-        f"No student layers selected (teacher has {num_layers} layers).")
+        f"No student layers selected (teacher has {num_layers} layers)."
+    )
   for l in layers:
     if isinstance(l, bool) or not isinstance(l, int):
       raise ValueError(f"Layer indices must be ints, got {l!r}.")
     if not 1 <= l <= num_layers:
       raise ValueError(
           f"Layer {l} out of range: teacher layers are 1..{num_layers} "
-          "(1-based, HF numbering; 0 is the embedding output).")
+          "(1-based, HF numbering; 0 is the embedding output)."
+      )
   if any(b <= a for a, b in zip(layers, layers[1:])):
     raise ValueError(f"Layers must be strictly increasing, got {layers}.")
   return layers
 
 
-def make_student(teacher: Model, layers: Sequence[int] | None = None
-                 ) -> Model:
+def make_student(teacher: Model, layers: Sequence[int] | None = None) -> Model:
   """Returns a model of the teacher's class with the chosen layers.
 
   Args:
@@ -61,13 +62,15 @@ def make_student(teacher: Model, layers: Sequence[int] | None = None
   layers = _check_layers(default_layers(n) if layers is None else layers, n)
   config = teacher.config.replace(num_layers=len(layers))
   if isinstance(teacher, SequenceClassifier):
-    build = lambda: SequenceClassifier(config, teacher.num_labels,
-                                       rngs=nnx.Rngs(0))
+    build = lambda: SequenceClassifier(
+        config, teacher.num_labels, rngs=nnx.Rngs(0)
+    )
   elif isinstance(teacher, MaskedLM):
     build = lambda: MaskedLM(config, rngs=nnx.Rngs(0))
   elif isinstance(teacher, Encoder):
-    build = lambda: Encoder(config, rngs=nnx.Rngs(0),
-                            add_pooler=teacher.pooler is not None)
+    build = lambda: Encoder(
+        config, rngs=nnx.Rngs(0), add_pooler=teacher.pooler is not None
+    )
   else:
     raise TypeError(f"Not a codir_jax model: {type(teacher).__name__}.")
   graphdef, state = nnx.split(nnx.eval_shape(build))

@@ -15,7 +15,6 @@ complete, so a run killed mid-save leaves the previous checkpoints intact.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -26,16 +25,11 @@ from etils import epath
 import jax
 import orbax.checkpoint as ocp
 
+from codir_jax.train.settings import CheckpointSettings
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be used; the message names it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointSettings:
-  every_steps: int = 500  # Periodic save interval (steps).
-  keep: int = 3  # How many of the latest checkpoints to keep.
-  async_save: bool = True  # Write in a background thread.
 
 
 def make_manager(
@@ -120,9 +114,7 @@ def restore_latest(
         " a new --workdir."
     ) from e
   saved_meta = dict(restored["meta"] or {})
-  if json.dumps(saved_meta, sort_keys=True) != json.dumps(
-      meta, sort_keys=True
-  ):
+  if json.dumps(saved_meta, sort_keys=True) != json.dumps(meta, sort_keys=True):
     diff = {
         k: (saved_meta.get(k), meta.get(k))
         for k in sorted(set(saved_meta) | set(meta))

@@ -23,24 +23,15 @@ from codir_jax.data import metrics as glue_metrics
 from codir_jax.data import pipeline
 from codir_jax.data import submission
 from codir_jax.data import tokenize
-from codir_jax.train import step as step_lib
+from codir_jax.train import forward
 
 # Keys of a batch the model reads.
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
-def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
-  """Host batch (this process's rows) -> global arrays sharded on 'data'."""
-  shard = sharding.batch_sharding(mesh)
-  return {
-      k: jax.make_array_from_process_local_data(shard, np.asarray(v))
-      for k, v in batch.items()
-  }
-
-
 def _forward(params, batch, *, graphdef):
   """Logits plus the rows' validity and ids, for the host to reorder."""
-  logits = step_lib.predict_step(params, batch, graphdef=graphdef)
+  logits = forward.predict_step(params, batch, graphdef=graphdef)
   return logits, batch["valid"], batch["example_ids"]
 
 
@@ -82,7 +73,7 @@ def predict(
   for batch in eval_batches(data, batch_size):
     keys = MODEL_INPUTS + ("valid", "example_ids")
     logits, valid, example_ids = jax.device_get(
-        fn(params, put_batch({k: batch[k] for k in keys}, mesh))
+        fn(params, sharding.put_batch({k: batch[k] for k in keys}, mesh))
     )
     keep = np.asarray(valid, bool)
     outs.append(np.asarray(logits, np.float32)[keep])
@@ -182,17 +173,14 @@ def write_predictions(
     preds = to_predictions(logits, data.is_regression)
     if jax.process_index() == 0:
       files.append(
-          submission.write_submission(
-              out_dir, data.task, split, preds
-          )
+          submission.write_submission(out_dir, data.task, split, preds)
       )
   return files
 
 
-
 def _mlm_sums(params, batch, *, graphdef):
   """Masked-token CE and hits, summed: ([], [], []) float32."""
-  logits = step_lib.predict_step(params, batch, graphdef=graphdef)
+  logits = forward.predict_step(params, batch, graphdef=graphdef)
   mask = batch["mlm_mask"] & batch["valid"][:, None]  # [B, T]
   labels = jnp.where(mask, batch["mlm_labels"], 0)
   ce = losses.cross_entropy(logits=logits, labels=labels)  # [B, T]
@@ -203,8 +191,10 @@ def _mlm_sums(params, batch, *, graphdef):
 
 @functools.lru_cache(maxsize=16)
 def _mlm_fn(graphdef, mesh: Mesh):
-  return jax.jit(functools.partial(_mlm_sums, graphdef=graphdef),
-                 out_shardings=sharding.replicated(mesh))
+  return jax.jit(
+      functools.partial(_mlm_sums, graphdef=graphdef),
+      out_shardings=sharding.replicated(mesh),
+  )
 
 
 def evaluate_mlm(graphdef, params, batches, *, mesh) -> dict[str, float]:
@@ -216,9 +206,12 @@ def evaluate_mlm(graphdef, params, batches, *, mesh) -> dict[str, float]:
   fn = _mlm_fn(graphdef, mesh)
   ce = hits = count = 0.0
   for batch in batches:
-    c, h, n = jax.device_get(fn(params, put_batch(batch, mesh)))
+    c, h, n = jax.device_get(fn(params, sharding.put_batch(batch, mesh)))
     ce, hits, count = ce + float(c), hits + float(h), count + float(n)
   if not count:
     raise ValueError("the MLM evaluation batches hold no masked token")
-  return {"mlm_loss": ce / count, "mlm_accuracy": hits / count,
-          "score": hits / count}
+  return {
+      "mlm_loss": ce / count,
+      "mlm_accuracy": hits / count,
+      "score": hits / count,
+  }

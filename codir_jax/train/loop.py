@@ -1,6 +1,6 @@
 """The train loop: state set-up, restore, steps, logging, eval, export.
 
-A `Run` (built by `glue_run.build_run` for fine-tuning and by
+A `run.Run` (built by `glue_run.build_run` for fine-tuning and by
 `pretrain_run.build_run` for CoDIR-Pre) says what to train and how to feed
 and evaluate it; `fit` owns the jitted step, checkpoints, metrics and
 exports.
@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 from flax import nnx
 import jax
-from jax.sharding import Mesh
 import jax.numpy as jnp
 import numpy as np
 
@@ -25,46 +24,11 @@ from codir_jax import models
 from codir_jax import sharding
 from codir_jax.losses import memory_bank
 from codir_jax.train import checkpointing
-from codir_jax.train import evaluation
 from codir_jax.train import metrics as metrics_lib
 from codir_jax.train import optimizer
 from codir_jax.train import state as state_lib
 from codir_jax.train import step as step_lib
-
-
-@dataclasses.dataclass
-class Run:
-  """Everything `fit` needs, resolved from the config."""
-
-  workdir: str
-  mode: str
-  mesh: Mesh
-  rules: dict[str, str | None]
-  model: nnx.Module  # The model being trained (student, or the teacher).
-  teacher_model: nnx.Module | None
-  graphs: step_lib.Graphs
-  params: dict[str, Any]
-  loss: step_lib.LossSettings
-  optim: optimizer.OptimSettings
-  batch_size: int
-  seed: int
-  # () -> iterator of host batches with get_state() / set_state().
-  make_iterator: Callable[[], Any]
-  # (student graphdef, student params) -> {metric: value, 'score': ...}.
-  evaluate: Callable[[Any, Any], dict[str, float]]
-  tokenizer: Any
-  bank_slots: int  # Memory-bank slots N (0 without a bank).
-  bank_labels: np.ndarray | None  # [N] labels known up-front, or None.
-  bank_all_valid: bool
-  ckpt: checkpointing.CheckpointSettings
-  log_every: int
-  eval_every: int
-  # Stop after this many dev evaluations in a row without a new best score
-  # (0 = train for all steps); the best model is exported to best/.
-  patience: int
-  tensorboard: bool
-  export_name: str
-  fingerprint: dict[str, Any]  # Settings a resumed checkpoint must share.
+from codir_jax.train.run import Run
 
 
 @dataclasses.dataclass
@@ -102,9 +66,12 @@ def _init_fn(run: Run, tx):
       dim = params["proj_s"]["kernel"].shape[-1]
       for i, side in enumerate(("student", "teacher")):
         bank[side] = memory_bank.init(
-            jax.random.fold_in(rng, 1000 + i), num_slots=run.bank_slots,
-            dim=dim, labels=None if labels is None else jnp.asarray(labels),
-            all_valid=run.bank_all_valid, pad_to_multiple=n_data,
+            jax.random.fold_in(rng, 1000 + i),
+            num_slots=run.bank_slots,
+            dim=dim,
+            labels=None if labels is None else jnp.asarray(labels),
+            all_valid=run.bank_all_valid,
+            pad_to_multiple=n_data,
         )
     return state_lib.create(params, tx, bank, rng)
 
@@ -175,7 +142,8 @@ def compile_run(run: Run) -> Compiled:
   state_sh = _shardings(run, abstract)
   target = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-      abstract, state_sh,
+      abstract,
+      state_sh,
   )
 
   def fresh():
@@ -187,8 +155,13 @@ def compile_run(run: Run) -> Compiled:
   if run.teacher_model is not None:
     teacher_params = jax.device_put(nnx.state(run.teacher_model), repl)
   train_step = jax.jit(
-      functools.partial(step_lib.train_step, graphs=run.graphs, tx=tx,
-                        cfg=run.loss, mesh=mesh),
+      functools.partial(
+          step_lib.train_step,
+          graphs=run.graphs,
+          tx=tx,
+          obj=run.objective,
+          mesh=mesh,
+      ),
       in_shardings=(state_sh, sharding.batch_sharding(mesh), repl),
       out_shardings=(state_sh, repl),
       donate_argnums=(0,),
@@ -236,7 +209,9 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
 
   total = run.optim.total_steps
   writer = metrics_lib.MetricWriter(
-      run.workdir, total_steps=total, enabled=jax.process_index() == 0,
+      run.workdir,
+      total_steps=total,
+      enabled=jax.process_index() == 0,
       tensorboard=run.tensorboard,
   )
   log = _MetricLog(writer, manager)
@@ -250,9 +225,12 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   def save(force: bool) -> None:
     log.flush(step, report=False)
     checkpointing.save(
-        manager, step, state,
+        manager,
+        step,
+        state,
         {"iterator": it.get_state(), "best": best, "since_best": since_best},
-        meta, force=force,
+        meta,
+        force=force,
     )
 
   def patience_spent() -> bool:
@@ -266,7 +244,7 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
         preempted = True
         print(f"Preempted: saved step {step}; rerun to resume.", flush=True)
         break
-      batch = evaluation.put_batch(next(it), mesh)
+      batch = sharding.put_batch(next(it), mesh)
       state, m = train_step(state, batch, teacher_params)
       step += 1
       log.add(m)
@@ -284,10 +262,12 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
         else:
           since_best += 1
         if patience_spent():
-          print(f"Early stop at step {step}: no better dev score in"
-                f" {since_best} evaluations; best {best}", flush=True)
-      if (step % run.ckpt.every_steps == 0 or step == total
-          or patience_spent()):
+          print(
+              f"Early stop at step {step}: no better dev score in"
+              f" {since_best} evaluations; best {best}",
+              flush=True,
+          )
+      if step % run.ckpt.every_steps == 0 or step == total or patience_spent():
         save(force=step == total or patience_spent())
   finally:
     manager.wait_until_finished()

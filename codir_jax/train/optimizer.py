@@ -7,22 +7,10 @@ biases and LayerNorm parameters (the usual BERT practice).
 
 from __future__ import annotations
 
-import dataclasses
-
 import jax
 import optax
 
-
-@dataclasses.dataclass(frozen=True)
-class OptimSettings:
-  lr: float
-  weight_decay: float
-  b1: float
-  b2: float
-  eps: float
-  warmup_frac: float
-  clip_norm: float
-  total_steps: int
+from codir_jax.train.settings import OptimSettings
 
 
 def schedule(s: OptimSettings) -> optax.Schedule:

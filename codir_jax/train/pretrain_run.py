@@ -24,60 +24,67 @@ from codir_jax import models
 from codir_jax.data import pretrain_text
 from codir_jax.train import builders
 from codir_jax.train import evaluation
-from codir_jax.train import glue_run
-from codir_jax.train import loop
+from codir_jax.train import objective as objective_lib
+from codir_jax.train import run as run_lib
+from codir_jax.train import settings as settings_lib
 
 
-def _check(config) -> None:
-  glue_run.check_choices(config)
-  l, p = config.loss, config.pretrain
-  if config.bank.label_aware:
+def _check(s: settings_lib.Settings) -> None:
+  l, d = s.loss, s.data
+  if s.bank.label_aware:
     raise ValueError(
         "pretrain_distill has no labels: set --config.bank.label_aware=false"
     )
-  if l.crd_weight > 0 and (l.objective != "info_nce" or
-                           l.positive != "current"):
+  if l.crd_weight > 0 and (
+      l.objective != "info_nce" or l.positive != "current"
+  ):
     raise ValueError(
         "pretrain_distill uses InfoNCE with current positives: set"
         " config.loss.objective='info_nce' and config.loss.positive='current'"
     )
-  if config.optim.num_steps <= 0:
+  if s.optim.num_steps <= 0:
     raise ValueError(
         "pretrain_distill streams its corpus: set config.optim.num_steps > 0"
     )
-  if not p.train_files:
+  if not d.train_files:
     raise ValueError("config.pretrain.train_files is empty")
-  if (l.crd_weight > 0 and l.negatives == "bank"
-      and config.bank.queue_size < config.optim.batch_size):
+  if (
+      l.crd_weight > 0
+      and l.negatives == "bank"
+      and s.bank.queue_size < s.optim.batch_size
+  ):
     raise ValueError(
-        f"config.bank.queue_size = {config.bank.queue_size} must be >= the"
-        f" global batch ({config.optim.batch_size}): each step enqueues a"
+        f"config.bank.queue_size = {s.bank.queue_size} must be >= the"
+        f" global batch ({s.optim.batch_size}): each step enqueues a"
         " whole batch"
     )
 
 
 def _mlm_model(path: str, dtype, seed: int) -> models.MaskedLM:
-  return models.from_pretrained(path, head="masked_lm", dtype=dtype,
-                                seed=seed)
+  return models.from_pretrained(path, head="masked_lm", dtype=dtype, seed=seed)
 
 
-def _student(config, teacher_path: str) -> models.MaskedLM:
-  dtype = builders.dtype_of(config.student.dtype, "config.student.dtype")
-  if config.student.init == "pretrained":
-    path = builders.resolve_path(config.student.path, "config.student.path")
-    return _mlm_model(path, dtype, config.seed)
-  source = _mlm_model(teacher_path, dtype, config.seed)
-  return models.make_student(source, list(config.student.layers) or None)
+def _student(s: settings_lib.Settings, teacher_path: str) -> models.MaskedLM:
+  m = s.models
+  dtype = builders.dtype_of(m.student_dtype, "config.student.dtype")
+  if m.student_init == "pretrained":
+    path = builders.resolve_path(m.student_path, "config.student.path")
+    return _mlm_model(path, dtype, s.seed)
+  source = _mlm_model(teacher_path, dtype, s.seed)
+  return models.make_student(source, list(m.student_layers) or None)
 
 
-def _iterator(config, tokenizer, files, *, seed, num_epochs=None):
+def _iterator(
+    s: settings_lib.Settings, tokenizer, files, *, seed, num_epochs=None
+):
   n_proc = jax.process_count()
   return pretrain_text.PretrainIterator(
-      list(files), tokenizer,
-      batch_size=config.optim.batch_size // n_proc,
-      max_len=config.task.max_len,
-      doc_format=config.pretrain.doc_format,
-      mask_prob=config.pretrain.mask_prob,
+      list(files),
+      tokenizer,
+      batch_size=s.optim.batch_size // n_proc,
+      max_len=s.data.max_len,
+      doc_format=s.data.doc_format,
+      mask_prob=s.data.mask_prob,
       seed=seed,
       num_epochs=num_epochs,
       process_index=jax.process_index(),
@@ -85,60 +92,68 @@ def _iterator(config, tokenizer, files, *, seed, num_epochs=None):
   )
 
 
-def build_run(config, workdir: str, mesh: Mesh):
+def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
   """Loads the MLM teacher, the student and the text streams.
 
   Returns:
-    (loop.Run, fixed evaluation batches).
+    (run.Run, fixed evaluation batches).
   """
-  _check(config)
-  teacher_path = builders.resolve_path(config.teacher.path,
-                                       "config.teacher.path")
-  builders.require_head(teacher_path, config.loss.kd_weight,
-                        suffix="ForMaskedLM")
-  t_dtype = builders.dtype_of(config.teacher.dtype, "config.teacher.dtype")
-  teacher = _mlm_model(teacher_path, t_dtype, config.seed)
-  model = _student(config, teacher_path)
-  tokenizer = models.load_tokenizer(teacher_path)
-  uses_queue = config.loss.crd_weight > 0 and config.loss.negatives == "bank"
-  loss = glue_run.loss_settings(
-      config, task_kind="mlm", num_student=model.config.num_layers,
-      num_teacher=teacher.config.num_layers,
-      num_train=int(config.bank.queue_size), bank_kind="fifo",
+  _check(s)
+  teacher_path = builders.resolve_path(
+      s.models.teacher_path, "config.teacher.path"
   )
-  graphs, params = builders.trainable(config, model, teacher,
-                                      projection=loss.crd_weight > 0)
+  builders.require_head(teacher_path, s.loss.kd_weight, suffix="ForMaskedLM")
+  t_dtype = builders.dtype_of(s.models.teacher_dtype, "config.teacher.dtype")
+  teacher = _mlm_model(teacher_path, t_dtype, s.seed)
+  model = _student(s, teacher_path)
+  tokenizer = models.load_tokenizer(teacher_path)
+  uses_queue = s.loss.crd_weight > 0 and s.loss.negatives == "bank"
+  obj_spec = objective_lib.spec_from_settings(
+      s,
+      task_kind="mlm",
+      num_student=model.config.num_layers,
+      num_teacher=teacher.config.num_layers,
+      num_train=s.bank.queue_size,
+      bank_kind="fifo",
+  )
+  graphs, params = builders.trainable(
+      s, model, teacher, projection=obj_spec.crd_weight > 0
+  )
 
-  eval_files = list(config.pretrain.eval_files)
   eval_batches = []
-  if eval_files:
+  if s.data.eval_files:
     # A fixed, seeded set of masked batches: comparable across evaluations.
-    eval_batches = list(itertools.islice(
-        _iterator(config, tokenizer, eval_files, seed=config.seed + 7,
-                  num_epochs=1),
-        config.pretrain.eval_batches,
-    ))
-  run = loop.Run(
+    eval_batches = list(
+        itertools.islice(
+            _iterator(
+                s, tokenizer, s.data.eval_files, seed=s.seed + 7, num_epochs=1
+            ),
+            s.data.eval_batches,
+        )
+    )
+  run = run_lib.Run(
       workdir=workdir,
       mesh=mesh,
       model=model,
       teacher_model=teacher,
       graphs=graphs,
       params=params,
-      loss=loss,
+      objective=objective_lib.build(obj_spec),
       make_iterator=functools.partial(
-          _iterator, config, tokenizer, config.pretrain.train_files,
-          seed=config.seed,
+          _iterator,
+          s,
+          tokenizer,
+          s.data.train_files,
+          seed=s.seed,
       ),
       evaluate=functools.partial(_evaluate, batches=eval_batches, mesh=mesh),
       tokenizer=tokenizer,
-      bank_slots=int(config.bank.queue_size) if uses_queue else 0,
+      bank_slots=s.bank.queue_size if uses_queue else 0,
       bank_labels=None,
       bank_all_valid=False,  # A queue slot is a negative once written.
       export_name="student",
-      fingerprint={"task": "mlm",
-                   "train_files": [str(f) for f in config.pretrain.train_files]},
-      **builders.run_settings(config, total_steps=int(config.optim.num_steps)),
+      fingerprint={"task": "mlm", "train_files": list(s.data.train_files)},
+      **builders.run_settings(s, total_steps=s.optim.num_steps),
   )
   return run, eval_batches
 

@@ -57,9 +57,7 @@ def _is_variable(x: Any) -> bool:
   return isinstance(x, nnx.Variable)
 
 
-def param_specs(
-    tree: Any, mesh: Mesh, rules: Mapping[str, str | None]
-) -> Any:
+def param_specs(tree: Any, mesh: Mesh, rules: Mapping[str, str | None]) -> Any:
   """Specs for a tree of nnx Variables (params or optimizer moments).
 
   Variables are mapped through their `out_sharding` logical names; any
@@ -94,8 +92,3 @@ def state_specs(
       rng=P(),
       log_z=P(),
   )
-
-
-def spec_leaves(tree: Any) -> Any:
-  """`is_leaf` helper: treat PartitionSpecs as leaves in tree maps."""
-  return jax.tree.map(lambda s: s, tree, is_leaf=lambda x: isinstance(x, P))

@@ -32,7 +32,9 @@ def eval_split_name(spec: tasks.TaskSpec) -> str:
   for name in ("dev", "dev_matched"):
     if name in spec.splits:
       return name
-  raise ValueError(f"task {spec.name!r} has no dev split: {sorted(spec.splits)}")
+  raise ValueError(
+      f"task {spec.name!r} has no dev split: {sorted(spec.splits)}"
+  )
 
 
 def _subset(split: glue.GlueSplit, limit: int, key: str) -> glue.GlueSplit:
@@ -48,63 +50,105 @@ def _subset(split: glue.GlueSplit, limit: int, key: str) -> glue.GlueSplit:
   )
 
 
-def _load(config, split: str, limit: int, key: str, tokenizer):
-  raw = glue.load_split(
-      config.task.name, split, data_dir=config.task.data_dir,
-      source=config.task.source,
-  )
+def _load(d, split: str, limit: int, key: str, tokenizer):
+  raw = glue.load_split(d.task, split, data_dir=d.data_dir, source=d.source)
   raw = _subset(raw, limit, key)
-  return tokenize.tokenize_split(raw, tokenizer, max_len=config.task.max_len)
+  return tokenize.tokenize_split(raw, tokenizer, max_len=d.max_len)
 
 
-def _load_task(config, tokenizer_path: str, *, train: bool, dev: bool,
-               test: bool) -> TaskData:
-  spec = tasks.get_task(config.task.name)
+def _load_task(
+    d, tokenizer_path: str, *, train: bool, dev: bool, test: bool
+) -> TaskData:
+  spec = tasks.get_task(d.task)
   tok = hf_io.load_tokenizer(tokenizer_path)
   train_split = dev_split = None
   if train:
-    train_split = _load(config, "train", config.task.train_limit,
-                        "config.task.train_limit", tok)
+    train_split = _load(
+        d, "train", d.train_limit, "config.task.train_limit", tok
+    )
   if dev:
-    dev_split = _load(config, eval_split_name(spec), config.task.eval_limit,
-                      "config.task.eval_limit", tok)
+    dev_split = _load(
+        d, eval_split_name(spec), d.eval_limit, "config.task.eval_limit", tok
+    )
   splits = {}
   if test:
     names = [s for s in spec.splits if s.startswith("test")]
     if not names:
       raise ValueError(f"task {spec.name!r} has no test split")
-    splits = {s: _load(config, s, 0, "", tok) for s in names}
-  return TaskData(spec=spec, train=train_split, eval=dev_split,
-                  splits=splits, tokenizer=tok)
+    splits = {s: _load(d, s, 0, "", tok) for s in names}
+  return TaskData(
+      spec=spec, train=train_split, eval=dev_split, splits=splits, tokenizer=tok
+  )
 
 
-def load_train(config, tokenizer_path: str) -> TaskData:
-  """Train split (first `train_limit`) and dev split (first `eval_limit`)."""
-  return _load_task(config, tokenizer_path, train=True, dev=True, test=False)
+def load_train(d, tokenizer_path: str) -> TaskData:
+  """Train split (first `train_limit`) and dev split (first `eval_limit`).
+
+  Args:
+    d: `settings.Data` (task, source, data_dir, max_len, limits).
+    tokenizer_path: HF directory whose tokenizer to use.
+  """
+  return _load_task(d, tokenizer_path, train=True, dev=True, test=False)
 
 
-def load_eval(config, tokenizer_path: str) -> TaskData:
-  """The dev split (first `eval_limit`)."""
-  return _load_task(config, tokenizer_path, train=False, dev=True, test=False)
+def load_eval(d, tokenizer_path: str) -> TaskData:
+  """The dev split (first `eval_limit`); `d` as in `load_train`."""
+  return _load_task(d, tokenizer_path, train=False, dev=True, test=False)
 
 
-def load_predict(config, tokenizer_path: str) -> TaskData:
+def load_predict(d, tokenizer_path: str) -> TaskData:
   """Every test split of the task (MNLI: matched and mismatched)."""
-  return _load_task(config, tokenizer_path, train=False, dev=False, test=True)
+  return _load_task(d, tokenizer_path, train=False, dev=False, test=True)
 
 
 # --- the embedded demo task -------------------------------------------------
 
-_POS = ("good", "great", "wonderful", "moving", "funny", "clever", "superb",
-        "charming", "delightful", "gripping")
-_NEG = ("bad", "dull", "awful", "boring", "clumsy", "tedious", "weak",
-        "painful", "forgettable", "lifeless")
-_NOUNS = ("film", "movie", "story", "cast", "script", "plot", "ending",
-          "direction", "soundtrack", "performance")
+_POS = (
+    "good",
+    "great",
+    "wonderful",
+    "moving",
+    "funny",
+    "clever",
+    "superb",
+    "charming",
+    "delightful",
+    "gripping",
+)
+_NEG = (
+    "bad",
+    "dull",
+    "awful",
+    "boring",
+    "clumsy",
+    "tedious",
+    "weak",
+    "painful",
+    "forgettable",
+    "lifeless",
+)
+_NOUNS = (
+    "film",
+    "movie",
+    "story",
+    "cast",
+    "script",
+    "plot",
+    "ending",
+    "direction",
+    "soundtrack",
+    "performance",
+)
 _LEADS = ("the", "this", "that", "their", "its")
 _INTENS = ("", "very ", "truly ", "rather ", "quite ", "remarkably ")
-_TAILS = ("", " , overall", " from start to finish", " , i think",
-          " at times", " for most of its length")
+_TAILS = (
+    "",
+    " , overall",
+    " from start to finish",
+    " , i think",
+    " at times",
+    " for most of its length",
+)
 
 
 def _clause(rng, positive: bool) -> str:

@@ -1,8 +1,8 @@
 """Orchestration: set-up, restore, the train loop, evaluation, export.
 
 `train_and_evaluate(config, workdir)` is the library entry point (the CLI
-only parses flags). It reads the ConfigDict here, at the edge, and hands
-plain settings to the step, the losses and the data pipeline.
+only parses flags). `settings.from_config` turns the ConfigDict into frozen
+settings at the edge; everything below takes those plain values.
 
 Workdir layout:
   config.json            the resolved config of the run
@@ -31,10 +31,10 @@ from codir_jax.train import evaluation
 from codir_jax.train import glue_run
 from codir_jax.train import loop
 from codir_jax.train import pretrain_run
+from codir_jax.train import settings as settings_lib
 from codir_jax.train import task_data
 
-MODES = ("finetune_teacher", "distill", "evaluate", "predict", "demo",
-         "pretrain_distill")
+MODES = settings_lib.MODES
 
 
 def _write_atomically(path: str, text: str) -> None:
@@ -48,15 +48,9 @@ def _write_atomically(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  _write_atomically(
-      os.path.join(workdir, "config.json"),
-      config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
-  )
-
-
-def _write_summary(workdir: str, summary: dict[str, Any],
-                   name: str = "summary.json") -> None:
+def _write_summary(
+    workdir: str, summary: dict[str, Any], name: str = "summary.json"
+) -> None:
   _write_atomically(
       os.path.join(workdir, name),
       json.dumps(summary, indent=2, sort_keys=True, default=float),
@@ -81,17 +75,22 @@ def _print_summary(title: str, summary: dict[str, Any]) -> None:
       print(f"  {key}: {value}", flush=True)
 
 
-def _fit(config, workdir: str, run, t0: float) -> tuple[Any, dict]:
+def _fit(
+    s: settings_lib.Settings, workdir: str, run, t0: float
+) -> tuple[Any, dict]:
   """Trains `run`; returns (FitResult, summary), summary None if preempted.
 
   config.json is written only once the run is set up and restored, so a bad
   config leaves an existing workdir untouched.
   """
-  result = loop.fit(run, on_ready=lambda: _write_config(config, workdir))
+  config_path = os.path.join(workdir, "config.json")
+  result = loop.fit(
+      run, on_ready=lambda: _write_atomically(config_path, s.config_json)
+  )
   if result.preempted:
     return result, None
   return result, {
-      "mode": config.mode,
+      "mode": s.mode,
       "steps": result.steps,
       "train_wall_s": result.wall_s,
       "total_wall_s": time.perf_counter() - t0,
@@ -101,121 +100,132 @@ def _fit(config, workdir: str, run, t0: float) -> tuple[Any, dict]:
   }
 
 
-def _preempted(config, result) -> dict[str, Any]:
-  return {"mode": config.mode, "preempted": True, "steps": result.steps}
+def _preempted(s: settings_lib.Settings, result) -> dict[str, Any]:
+  return {"mode": s.mode, "preempted": True, "steps": result.steps}
 
 
-def _train(config, workdir: str, mesh) -> dict[str, Any]:
+def _train(s: settings_lib.Settings, workdir: str, mesh) -> dict[str, Any]:
   """finetune_teacher / distill: train, evaluate, export."""
   t0 = time.perf_counter()
-  run, data = glue_run.build_run(config, workdir, mesh)
-  result, summary = _fit(config, workdir, run, t0)
+  run, data = glue_run.build_run(s, workdir, mesh)
+  result, summary = _fit(s, workdir, run, t0)
   if summary is None:
-    return _preempted(config, result)
-  summary["task"] = config.task.name
-  if config.mode == "distill" and config.eval.compare_teacher:
+    return _preempted(s, result)
+  summary["task"] = s.data.task
+  if s.mode == "distill" and s.eval.compare_teacher:
     summary["speed"] = evaluation.compare_speed(
         data.eval,
         {"teacher": run.teacher_model, "student": result.model},
         mesh=mesh,
-        batch_size=config.task.eval_batch_size,
+        batch_size=s.data.eval_batch_size,
     )
     summary["teacher_dev"] = evaluation.evaluate_model(
-        run.teacher_model, data.eval, mesh=mesh,
-        batch_size=config.task.eval_batch_size,
+        run.teacher_model,
+        data.eval,
+        mesh=mesh,
+        batch_size=s.data.eval_batch_size,
     )
   _write_summary(workdir, summary)
-  _print_summary(f"{config.mode} {config.task.name}", summary)
+  _print_summary(f"{s.mode} {s.data.task}", summary)
   return summary
 
 
-def _pretrain(config, workdir: str, mesh) -> dict[str, Any]:
+def _pretrain(s: settings_lib.Settings, workdir: str, mesh) -> dict[str, Any]:
   """pretrain_distill: CoDIR-Pre, then the MLM metrics of both models."""
   t0 = time.perf_counter()
-  run, eval_batches = pretrain_run.build_run(config, workdir, mesh)
-  result, summary = _fit(config, workdir, run, t0)
+  run, eval_batches = pretrain_run.build_run(s, workdir, mesh)
+  result, summary = _fit(s, workdir, run, t0)
   if summary is None:
-    return _preempted(config, result)
+    return _preempted(s, result)
   if eval_batches:
     graphdef, params = nnx.split(run.teacher_model)
     summary["teacher_dev"] = evaluation.evaluate_mlm(
-        graphdef, params, eval_batches, mesh=mesh)
+        graphdef, params, eval_batches, mesh=mesh
+    )
   _write_summary(workdir, summary)
   _print_summary("pretrain_distill", summary)
   return summary
 
 
-def _saved_model(config, workdir: str, load):
+def _saved_model(s: settings_lib.Settings, workdir: str, load):
   """(path, TaskData, classifier) for evaluate / predict.
 
   The model is `config.eval.model_path` ('' = `<workdir>/student`), in the
   student's compute dtype; `load` is `task_data.load_eval` or `load_predict`.
   """
   path = builders.resolve_path(
-      config.eval.model_path or os.path.join(workdir, "student"),
+      s.eval.model_path or os.path.join(workdir, "student"),
       "config.eval.model_path",
   )
-  data = load(config, path)
+  data = load(s.data, path)
   model = builders.load_classifier(
-      path, num_labels=data.spec.num_labels,
-      dtype=builders.dtype_of(config.student.dtype, "config.student.dtype"),
-      seed=config.seed,
+      path,
+      num_labels=data.spec.num_labels,
+      dtype=builders.dtype_of(s.models.student_dtype, "config.student.dtype"),
+      seed=s.seed,
   )
   return path, data, model
 
 
-def _evaluate(config, workdir: str, mesh) -> dict[str, Any]:
-  path, data, model = _saved_model(config, workdir, task_data.load_eval)
+def _evaluate(s: settings_lib.Settings, workdir: str, mesh) -> dict[str, Any]:
+  path, data, model = _saved_model(s, workdir, task_data.load_eval)
   summary = {
       "model": path,
       "dev": evaluation.evaluate_model(
-          model, data.eval, mesh=mesh, batch_size=config.task.eval_batch_size
+          model, data.eval, mesh=mesh, batch_size=s.data.eval_batch_size
       ),
   }
   _write_summary(workdir, summary, "eval_summary.json")
-  _print_summary(f"evaluate {config.task.name}", summary)
+  _print_summary(f"evaluate {s.data.task}", summary)
   return summary
 
 
-def _predict(config, workdir: str, mesh) -> dict[str, Any]:
-  path, data, model = _saved_model(config, workdir, task_data.load_predict)
+def _predict(s: settings_lib.Settings, workdir: str, mesh) -> dict[str, Any]:
+  path, data, model = _saved_model(s, workdir, task_data.load_predict)
   out_dir = os.path.join(workdir, "predictions")
   files = evaluation.write_predictions(
-      model, data.splits, out_dir, mesh=mesh,
-      batch_size=config.task.eval_batch_size,
+      model,
+      data.splits,
+      out_dir,
+      mesh=mesh,
+      batch_size=s.data.eval_batch_size,
   )
   summary = {"model": path, "prediction_files": files}
   _write_summary(workdir, summary, "predict_summary.json")
-  _print_summary(f"predict {config.task.name}", summary)
+  _print_summary(f"predict {s.data.task}", summary)
   return summary
 
 
-def _demo(config, workdir: str, mesh) -> dict[str, Any]:
+def _demo(
+    config: ml_collections.ConfigDict, workdir: str, mesh
+) -> dict[str, Any]:
   """Teacher fine-tuning, then distillation, then a comparison.
 
   With `config.task.data_dir` empty the demo writes its embedded task
   (templated sentiment sentences in the SST-2 layout) to
   `<workdir>/demo_data`; otherwise it runs on the given GLUE directory.
   """
-  base = ml_collections.ConfigDict(config.to_dict())
-  if not base.task.data_dir:
-    base.task.data_dir = task_data.write_demo_task(
+  num_train, num_dev, data_dir = settings_lib.demo_task_size(config)
+  seed = settings_lib.from_config(config).seed
+  if not data_dir:
+    data_dir = task_data.write_demo_task(
         os.path.join(workdir, "demo_data"),
-        num_train=config.demo.num_train, num_dev=config.demo.num_dev,
-        seed=config.seed,
+        num_train=num_train,
+        num_dev=num_dev,
+        seed=seed,
     )
-  teacher_cfg = ml_collections.ConfigDict(base.to_dict())
-  teacher_cfg.mode = "finetune_teacher"
-  teacher_cfg.optim.num_steps = config.demo.teacher_steps
-  teacher_cfg.optim.lr = config.demo.teacher_lr
-  teacher_sum = _train(teacher_cfg, os.path.join(workdir, "teacher_run"), mesh)
+  teacher_cfg, student_cfg = settings_lib.demo_stages(config, data_dir)
+  teacher_sum = _train(
+      settings_lib.from_config(teacher_cfg),
+      os.path.join(workdir, "teacher_run"),
+      mesh,
+  )
   if teacher_sum.get("preempted"):
     return teacher_sum
-  student_cfg = ml_collections.ConfigDict(base.to_dict())
-  student_cfg.mode = "distill"
-  student_cfg.teacher.path = teacher_sum["export"]
   student_sum = _train(
-      student_cfg, os.path.join(workdir, "student_run"), mesh
+      settings_lib.from_config(student_cfg(teacher_sum["export"])),
+      os.path.join(workdir, "student_run"),
+      mesh,
   )
   if student_sum.get("preempted"):
     return student_sum
@@ -235,22 +245,21 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict, workdir: str
 ) -> dict[str, Any]:
   """Runs `config.mode` in `workdir`; returns the run's summary dict."""
-  if config.mode not in MODES:
-    raise ValueError(f"config.mode = {config.mode!r}; choose from {MODES}")
-  if config.distributed.initialize:
+  s = settings_lib.from_config(config)
+  sharding.configure_jax()
+  if s.distributed_initialize:
     jax.distributed.initialize()
-  jax.config.update("jax_threefry_partitionable", True)
-  mesh = sharding.make_mesh([tuple(a) for a in config.mesh])
-  sharding.check_batch_divisible(config.optim.batch_size, mesh)
-  sharding.check_batch_divisible(config.task.eval_batch_size, mesh)
+  mesh = sharding.make_mesh(s.mesh)
+  sharding.check_batch_divisible(s.optim.batch_size, mesh)
+  sharding.check_batch_divisible(s.data.eval_batch_size, mesh)
+  if s.mode == "demo":
+    return _demo(config, workdir, mesh)
   modes = {
       "finetune_teacher": _train,
       "distill": _train,
       "evaluate": _evaluate,
       "predict": _predict,
-      "demo": _demo,
       "pretrain_distill": _pretrain,
   }
   # Shardings are explicit everywhere (no ambient mesh context needed).
-  return modes[config.mode](config, workdir, mesh)
-
+  return modes[s.mode](s, workdir, mesh)

@@ -4,7 +4,18 @@ import os
 
 import pytest
 
-GLUE_DIR = os.environ.get('CODIR_GLUE_DIR', '/work/shared/data/glue')
+GLUE_DIR = os.environ.get(
+    'CODIR_GLUE_DIR',
+    os.path.join(
+        os.path.dirname(
+            os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        ),
+        '..',
+        'shared',
+        'data',
+        'glue',
+    ),
+)
 
 
 @pytest.fixture(scope='session')

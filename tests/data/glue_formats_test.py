@@ -13,8 +13,9 @@ def write(root, rel, lines, *, bom=False, newline='\n'):
   path = os.path.join(root, rel)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   text = ''.join(line + newline for line in lines)
-  with open(path, 'w', encoding='utf-8-sig' if bom else 'utf-8',
-            newline='') as f:
+  with open(
+      path, 'w', encoding='utf-8-sig' if bom else 'utf-8', newline=''
+  ) as f:
     f.write(text)
   return path
 
@@ -24,73 +25,122 @@ def tsv(*fields):
 
 
 def test_cola_without_header(tmp_path):
-  write(tmp_path, 'CoLA/train.tsv', [
-      tsv('gj04', '1', '', "Our friends won't buy this analysis."),
-      tsv('gj04', '0', '*', 'They drank the pub.'),
-  ])
+  write(
+      tmp_path,
+      'CoLA/train.tsv',
+      [
+          tsv('gj04', '1', '', "Our friends won't buy this analysis."),
+          tsv('gj04', '0', '*', 'They drank the pub.'),
+      ],
+  )
   s = data.load_split('cola', 'train', data_dir=tmp_path)
-  assert s.text_a == ["Our friends won't buy this analysis.",
-                      'They drank the pub.']
+  assert s.text_a == [
+      "Our friends won't buy this analysis.",
+      'They drank the pub.',
+  ]
   np.testing.assert_array_equal(s.labels, [1, 0])
   assert s.text_b is None and s.has_labels
-  write(tmp_path, 'CoLA/test.tsv', [tsv('index', 'sentence'),
-                                    tsv('0', 'Bill whistled past the house.')])
+  write(
+      tmp_path,
+      'CoLA/test.tsv',
+      [tsv('index', 'sentence'), tsv('0', 'Bill whistled past the house.')],
+  )
   t = data.load_split('cola', 'test', data_dir=tmp_path)
   assert t.text_a == ['Bill whistled past the house.']
   assert not t.has_labels and t.labels.tolist() == [-1]
 
 
 def test_sst2_and_mrpc_bom(tmp_path):
-  write(tmp_path, 'SST-2/test.tsv', [tsv('index', 'sentence'),
-                                     tsv('0', 'uneasy mishmash of styles ')])
+  write(
+      tmp_path,
+      'SST-2/test.tsv',
+      [tsv('index', 'sentence'), tsv('0', 'uneasy mishmash of styles ')],
+  )
   s = data.load_split('sst-2', 'test', data_dir=tmp_path)
   assert s.text_a == ['uneasy mishmash of styles '] and s.labels[0] == -1
   header = tsv('Quality', '#1 ID', '#2 ID', '#1 String', '#2 String')
-  write(tmp_path, 'MRPC/train.tsv',
-        [header, tsv('1', '1', '2', 'He said "hi', 'She said "hi"'),
-         tsv('0', '3', '4', 'a', 'b')], bom=True)
+  write(
+      tmp_path,
+      'MRPC/train.tsv',
+      [
+          header,
+          tsv('1', '1', '2', 'He said "hi', 'She said "hi"'),
+          tsv('0', '3', '4', 'a', 'b'),
+      ],
+      bom=True,
+  )
   m = data.load_split('mrpc', 'train', data_dir=tmp_path)
   assert m.text_a == ['He said "hi', 'a']
   assert m.text_b == ['She said "hi"', 'b']
   np.testing.assert_array_equal(m.labels, [1, 0])
-  write(tmp_path, 'MRPC/test.tsv',
-        ['index\t#1 ID\t#2 ID\t#1 String\t#2 String',
-         tsv('0', '5', '6', 'x', 'y')])
+  write(
+      tmp_path,
+      'MRPC/test.tsv',
+      [
+          'index\t#1 ID\t#2 ID\t#1 String\t#2 String',
+          tsv('0', '5', '6', 'x', 'y'),
+      ],
+  )
   mt = data.load_split('mrpc', 'test', data_dir=tmp_path)
   assert (mt.text_a, mt.text_b, mt.labels.tolist()) == (['x'], ['y'], [-1])
 
 
 def test_stsb_train_and_test(tmp_path):
-  cols = ['index', 'genre', 'filename', 'year', 'old_index', 'source1',
-          'source2', 'sentence1', 'sentence2']
-  write(tmp_path, 'STS-B/train.tsv', [
-      tsv(*cols, 'score'),
-      tsv('0', 'g', 'f', '2012', '1', 'n', 'n', 'A man.', 'A guy.', '3.800'),
-      tsv('1', 'g', 'f', '2012', '2', 'n', 'n', 'B.', 'C.', '0.000'),
-  ])
+  cols = [
+      'index',
+      'genre',
+      'filename',
+      'year',
+      'old_index',
+      'source1',
+      'source2',
+      'sentence1',
+      'sentence2',
+  ]
+  write(
+      tmp_path,
+      'STS-B/train.tsv',
+      [
+          tsv(*cols, 'score'),
+          tsv(
+              '0', 'g', 'f', '2012', '1', 'n', 'n', 'A man.', 'A guy.', '3.800'
+          ),
+          tsv('1', 'g', 'f', '2012', '2', 'n', 'n', 'B.', 'C.', '0.000'),
+      ],
+  )
   s = data.load_split('stsb', 'train', data_dir=tmp_path)
   assert s.labels.dtype == np.float32
   np.testing.assert_allclose(s.labels, [3.8, 0.0], rtol=1e-6)
   assert s.text_a == ['A man.', 'B.'] and s.text_b == ['A guy.', 'C.']
-  write(tmp_path, 'STS-B/test.tsv', [
-      tsv(*cols), tsv('0', 'g', 'f', '2012', '1', 'n', 'n', 'P.', 'Q.')])
+  write(
+      tmp_path,
+      'STS-B/test.tsv',
+      [tsv(*cols), tsv('0', 'g', 'f', '2012', '1', 'n', 'n', 'P.', 'Q.')],
+  )
   t = data.load_split('stsb', 'test', data_dir=tmp_path)
   assert t.text_b == ['Q.'] and np.isnan(t.labels).all()
   assert t.labels.dtype == np.float32 and not t.has_labels
 
 
 def test_qqp(tmp_path):
-  write(tmp_path, 'QQP/train.tsv', [
-      tsv('id', 'qid1', 'qid2', 'question1', 'question2', 'is_duplicate'),
-      tsv('7', '1', '2', 'How do I "learn?', 'What is x?', '1'),
-      tsv('8', '3', '4', 'Why?', 'Why not?', '0'),
-  ])
+  write(
+      tmp_path,
+      'QQP/train.tsv',
+      [
+          tsv('id', 'qid1', 'qid2', 'question1', 'question2', 'is_duplicate'),
+          tsv('7', '1', '2', 'How do I "learn?', 'What is x?', '1'),
+          tsv('8', '3', '4', 'Why?', 'Why not?', '0'),
+      ],
+  )
   s = data.load_split('qqp', 'train', data_dir=tmp_path)
   assert s.text_a == ['How do I "learn?', 'Why?']
   assert s.text_b == ['What is x?', 'Why not?']
   np.testing.assert_array_equal(s.labels, [1, 0])
-  write(tmp_path, 'QQP/test.tsv', [tsv('id', 'question1', 'question2'),
-                                   tsv('0', 'q1', 'q2')])
+  write(
+      tmp_path,
+      'QQP/test.tsv',
+      [tsv('id', 'question1', 'question2'), tsv('0', 'q1', 'q2')],
+  )
   t = data.load_split('qqp', 'test', data_dir=tmp_path)
   assert (t.text_a, t.text_b, t.labels.tolist()) == (['q1'], ['q2'], [-1])
 
@@ -104,25 +154,40 @@ def _mnli_row(n_fields, s1, s2, label=None):
 
 
 def test_mnli_all_splits(tmp_path):
-  write(tmp_path, 'MNLI/train.tsv', [
-      _mnli_row(12, 'h', 'h'),
-      _mnli_row(12, 'P0', 'H0', 'neutral'),
-      _mnli_row(12, 'P1', 'H1', 'contradiction'),
-      _mnli_row(12, 'P2', 'H2', 'entailment'),
-  ])
+  write(
+      tmp_path,
+      'MNLI/train.tsv',
+      [
+          _mnli_row(12, 'h', 'h'),
+          _mnli_row(12, 'P0', 'H0', 'neutral'),
+          _mnli_row(12, 'P1', 'H1', 'contradiction'),
+          _mnli_row(12, 'P2', 'H2', 'entailment'),
+      ],
+  )
   s = data.load_split('mnli', 'train', data_dir=tmp_path)
   assert s.text_a == ['P0', 'P1', 'P2'] and s.text_b == ['H0', 'H1', 'H2']
   np.testing.assert_array_equal(s.labels, [2, 0, 1])
-  for split, label, want in [('dev_matched', 'entailment', 1),
-                             ('dev_mismatched', 'contradiction', 0)]:
-    write(tmp_path, f'MNLI/{split}.tsv',
-          [_mnli_row(16, 'h', 'h'), _mnli_row(16, 'p', 'q', label)])
+  for split, label, want in [
+      ('dev_matched', 'entailment', 1),
+      ('dev_mismatched', 'contradiction', 0),
+  ]:
+    write(
+        tmp_path,
+        f'MNLI/{split}.tsv',
+        [_mnli_row(16, 'h', 'h'), _mnli_row(16, 'p', 'q', label)],
+    )
     d = data.load_split('mnli', split, data_dir=tmp_path)
     assert d.labels.tolist() == [want] and d.text_b == ['q']
   for split in ['test_matched', 'test_mismatched']:
-    write(tmp_path, f'MNLI/{split}.tsv',
-          [_mnli_row(10, 'h', 'h'), _mnli_row(10, 'a', 'b'),
-           _mnli_row(10, 'c', 'd')])
+    write(
+        tmp_path,
+        f'MNLI/{split}.tsv',
+        [
+            _mnli_row(10, 'h', 'h'),
+            _mnli_row(10, 'a', 'b'),
+            _mnli_row(10, 'c', 'd'),
+        ],
+    )
     t = data.load_split('mnli', split, data_dir=tmp_path)
     assert t.text_a == ['a', 'c'] and t.labels.tolist() == [-1, -1]
     np.testing.assert_array_equal(t.example_ids, [0, 1])
@@ -133,51 +198,74 @@ def test_mnli_all_splits(tmp_path):
 def test_qnli_keeps_stray_quotes(tmp_path):
   # With csv's default quoting, the leading quote would swallow the next
   # line and the tab; GLUE files must be read with no quote processing.
-  write(tmp_path, 'QNLI/train.tsv', [
-      tsv('index', 'question', 'sentence', 'label'),
-      tsv('0', '"What is the "best" way?', 'It is "so.', 'entailment'),
-      tsv('1', "Who's there?", '""', 'not_entailment'),
-  ])
+  write(
+      tmp_path,
+      'QNLI/train.tsv',
+      [
+          tsv('index', 'question', 'sentence', 'label'),
+          tsv('0', '"What is the "best" way?', 'It is "so.', 'entailment'),
+          tsv('1', "Who's there?", '""', 'not_entailment'),
+      ],
+  )
   s = data.load_split('qnli', 'train', data_dir=tmp_path)
   assert s.text_a == ['"What is the "best" way?', "Who's there?"]
   assert s.text_b == ['It is "so.', '""']
   np.testing.assert_array_equal(s.labels, [0, 1])
-  write(tmp_path, 'QNLI/test.tsv', [tsv('index', 'question', 'sentence'),
-                                    tsv('0', 'q?', '"s')])
+  write(
+      tmp_path,
+      'QNLI/test.tsv',
+      [tsv('index', 'question', 'sentence'), tsv('0', 'q?', '"s')],
+  )
   t = data.load_split('qnli', 'test', data_dir=tmp_path)
   assert t.text_b == ['"s'] and t.labels.tolist() == [-1]
 
 
-@pytest.mark.parametrize('task, dirname, labels, want', [
-    ('rte', 'RTE', ['not_entailment', 'entailment'], [1, 0]),
-    ('wnli', 'WNLI', ['1', '0'], [1, 0]),
-])
+@pytest.mark.parametrize(
+    'task, dirname, labels, want',
+    [
+        ('rte', 'RTE', ['not_entailment', 'entailment'], [1, 0]),
+        ('wnli', 'WNLI', ['1', '0'], [1, 0]),
+    ],
+)
 def test_rte_wnli(tmp_path, task, dirname, labels, want):
-  write(tmp_path, f'{dirname}/dev.tsv', [
-      tsv('index', 'sentence1', 'sentence2', 'label'),
-      tsv('0', 'A', 'B', labels[0]),
-      tsv('1', 'C', 'D', labels[1]),
-  ])
+  write(
+      tmp_path,
+      f'{dirname}/dev.tsv',
+      [
+          tsv('index', 'sentence1', 'sentence2', 'label'),
+          tsv('0', 'A', 'B', labels[0]),
+          tsv('1', 'C', 'D', labels[1]),
+      ],
+  )
   s = data.load_split(task, 'dev', data_dir=tmp_path)
   assert s.text_a == ['A', 'C'] and s.text_b == ['B', 'D']
   np.testing.assert_array_equal(s.labels, want)
-  write(tmp_path, f'{dirname}/test.tsv',
-        [tsv('index', 'sentence1', 'sentence2'), tsv('0', 'E', 'F')])
+  write(
+      tmp_path,
+      f'{dirname}/test.tsv',
+      [tsv('index', 'sentence1', 'sentence2'), tsv('0', 'E', 'F')],
+  )
   t = data.load_split(task, 'test', data_dir=tmp_path)
   assert t.text_a == ['E'] and t.labels.tolist() == [-1]
 
 
 def test_ax_diagnostic(tmp_path):
-  write(tmp_path, 'diagnostic/diagnostic.tsv',
-        [tsv('index', 'sentence1', 'sentence2'), tsv('0', 'P', 'H')])
+  write(
+      tmp_path,
+      'diagnostic/diagnostic.tsv',
+      [tsv('index', 'sentence1', 'sentence2'), tsv('0', 'P', 'H')],
+  )
   t = data.load_split('ax', 'test', data_dir=tmp_path)
   assert t.text_a == ['P'] and t.text_b == ['H'] and not t.has_labels
 
 
 def test_crlf_and_odd_characters(tmp_path):
-  write(tmp_path, 'SST-2/dev.tsv', [
-      tsv('sentence', 'label'), tsv('a\rb \u2028c\x1c', '1'), tsv('d', '0')],
-        newline='\r\n')
+  write(
+      tmp_path,
+      'SST-2/dev.tsv',
+      [tsv('sentence', 'label'), tsv('a\rb \u2028c\x1c', '1'), tsv('d', '0')],
+      newline='\r\n',
+  )
   s = data.load_split('sst2', 'dev', data_dir=tmp_path)
   assert s.text_a == ['a\rb \u2028c\x1c', 'd']
   np.testing.assert_array_equal(s.labels, [1, 0])
@@ -187,9 +275,16 @@ def test_crlf_and_odd_characters(tmp_path):
 
 
 def test_malformed_row_names_file_and_line(tmp_path):
-  path = write(tmp_path, 'SST-2/train.tsv', [
-      tsv('sentence', 'label'), tsv('good', '1'), tsv('bad', '1', 'extra'),
-      tsv('fine', '0')])
+  path = write(
+      tmp_path,
+      'SST-2/train.tsv',
+      [
+          tsv('sentence', 'label'),
+          tsv('good', '1'),
+          tsv('bad', '1', 'extra'),
+          tsv('fine', '0'),
+      ],
+  )
   with pytest.raises(ValueError) as e:
     data.load_split('sst2', 'train', data_dir=tmp_path)
   assert f'{path}:3:' in str(e.value) and 'malformed' in str(e.value)
@@ -198,29 +293,51 @@ def test_malformed_row_names_file_and_line(tmp_path):
 
 
 def test_blank_line_in_cola_is_malformed(tmp_path):
-  path = write(tmp_path, 'CoLA/dev.tsv',
-               [tsv('s', '1', '', 'x'), '', tsv('s', '0', '*', 'y')])
+  path = write(
+      tmp_path,
+      'CoLA/dev.tsv',
+      [tsv('s', '1', '', 'x'), '', tsv('s', '0', '*', 'y')],
+  )
   with pytest.raises(ValueError, match=re.escape(f'{path}:2:')):
     data.load_split('cola', 'dev', data_dir=tmp_path)
 
 
 def test_bad_header_names_line_1(tmp_path):
-  path = write(tmp_path, 'RTE/train.tsv',
-               ['index\tsentence1', tsv('0', 'a', 'b', 'entailment')])
+  path = write(
+      tmp_path,
+      'RTE/train.tsv',
+      ['index\tsentence1', tsv('0', 'a', 'b', 'entailment')],
+  )
   with pytest.raises(ValueError, match=re.escape(f'{path}:1:')):
     data.load_split('rte', 'train', data_dir=tmp_path)
 
 
-@pytest.mark.parametrize('task, dirname, rows, bad', [
-    ('mnli', 'MNLI/dev_matched.tsv',
-     [_mnli_row(16, 'h', 'h'), _mnli_row(16, 'a', 'b', 'neutral'),
-      _mnli_row(16, 'a', 'b', 'maybe')], 'maybe'),
-    ('rte', 'RTE/dev.tsv',
-     [tsv('index', 'sentence1', 'sentence2', 'label'),
-      tsv('0', 'a', 'b', 'entailment'), tsv('1', 'a', 'b', '1')], '1'),
-])
-def test_unknown_label_names_file_and_line(tmp_path, task, dirname, rows,
-                                           bad):
+@pytest.mark.parametrize(
+    'task, dirname, rows, bad',
+    [
+        (
+            'mnli',
+            'MNLI/dev_matched.tsv',
+            [
+                _mnli_row(16, 'h', 'h'),
+                _mnli_row(16, 'a', 'b', 'neutral'),
+                _mnli_row(16, 'a', 'b', 'maybe'),
+            ],
+            'maybe',
+        ),
+        (
+            'rte',
+            'RTE/dev.tsv',
+            [
+                tsv('index', 'sentence1', 'sentence2', 'label'),
+                tsv('0', 'a', 'b', 'entailment'),
+                tsv('1', 'a', 'b', '1'),
+            ],
+            '1',
+        ),
+    ],
+)
+def test_unknown_label_names_file_and_line(tmp_path, task, dirname, rows, bad):
   path = write(tmp_path, dirname, rows)
   split = os.path.basename(dirname)[:-4]
   with pytest.raises(ValueError) as e:
@@ -232,9 +349,15 @@ def test_unknown_label_names_file_and_line(tmp_path, task, dirname, rows,
 @pytest.mark.parametrize('score', ['abc', '5.5', '-1', ''])
 def test_bad_stsb_score(tmp_path, score):
   cols = [str(i) for i in range(7)]
-  path = write(tmp_path, 'STS-B/dev.tsv', [
-      tsv(*cols, 's1', 's2', 'score'), tsv(*cols, 'a', 'b', '1.0'),
-      tsv(*cols, 'a', 'b', score)])
+  path = write(
+      tmp_path,
+      'STS-B/dev.tsv',
+      [
+          tsv(*cols, 's1', 's2', 'score'),
+          tsv(*cols, 'a', 'b', '1.0'),
+          tsv(*cols, 'a', 'b', score),
+      ],
+  )
   with pytest.raises(ValueError, match=re.escape(f'{path}:3: unknown label')):
     data.load_split('stsb', 'dev', data_dir=tmp_path)
 
@@ -243,8 +366,11 @@ def test_empty_and_header_only_files(tmp_path):
   path = write(tmp_path, 'RTE/dev.tsv', [])
   with pytest.raises(ValueError, match=re.escape(f'{path} is empty')):
     data.load_split('rte', 'dev', data_dir=tmp_path)
-  path = write(tmp_path, 'RTE/train.tsv',
-               [tsv('index', 'sentence1', 'sentence2', 'label')])
+  path = write(
+      tmp_path,
+      'RTE/train.tsv',
+      [tsv('index', 'sentence1', 'sentence2', 'label')],
+  )
   with pytest.raises(ValueError, match=re.escape(f'{path} has no data rows')):
     data.load_split('rte', 'train', data_dir=tmp_path)
 
@@ -265,10 +391,23 @@ def test_unknown_task_split_and_source(tmp_path):
 
 
 def test_task_table():
-  assert set(data.TASKS) == {'cola', 'sst2', 'mrpc', 'stsb', 'qqp', 'mnli',
-                             'qnli', 'rte', 'wnli', 'ax'}
-  assert data.get_task('mnli').label_names == ('contradiction', 'entailment',
-                                               'neutral')
+  assert set(data.TASKS) == {
+      'cola',
+      'sst2',
+      'mrpc',
+      'stsb',
+      'qqp',
+      'mnli',
+      'qnli',
+      'rte',
+      'wnli',
+      'ax',
+  }
+  assert data.get_task('mnli').label_names == (
+      'contradiction',
+      'entailment',
+      'neutral',
+  )
   assert data.get_task('rte').label_names == ('entailment', 'not_entailment')
   assert data.get_task('STS-B').is_regression
   assert data.get_task('stsb').num_labels == 1

@@ -26,23 +26,43 @@ SST2 = ('negative', 'positive')
 MRPC = ('not_equivalent', 'equivalent')
 NLI3 = ('entailment', 'neutral', 'contradiction')
 # The project's TSV label strings -> the Hub's class name.
-TSV_TO_HUB = {'sst2': dict(zip('01', SST2)), 'mrpc': dict(zip('01', MRPC)),
-              'mnli': {n: n for n in NLI3}}
+TSV_TO_HUB = {
+    'sst2': dict(zip('01', SST2)),
+    'mrpc': dict(zip('01', MRPC)),
+    'mnli': {n: n for n in NLI3},
+}
 
-TEXTS = ['a "quoted start', 'Ünïcödé — dash', 'trailing space ', 'x y z',
-         'it \'s  two  spaces', 'last one.']
+TEXTS = [
+    'a "quoted start',
+    'Ünïcödé — dash',
+    'trailing space ',
+    'x y z',
+    "it 's  two  spaces",
+    'last one.',
+]
 
 
 def _features(task):
   v, s = datasets.Value, datasets.Value('string')
-  text = {'sst2': ['sentence'], 'mrpc': ['sentence1', 'sentence2'],
-          'stsb': ['sentence1', 'sentence2'],
-          'mnli': ['premise', 'hypothesis']}[task]
-  label = (v('float32') if task == 'stsb' else
-           datasets.ClassLabel(names=list({'sst2': SST2, 'mrpc': MRPC,
-                                           'mnli': NLI3}[task])))
-  return datasets.Features({**{k: s for k in text}, 'label': label,
-                            'idx': v('int32')}), text
+  text = {
+      'sst2': ['sentence'],
+      'mrpc': ['sentence1', 'sentence2'],
+      'stsb': ['sentence1', 'sentence2'],
+      'mnli': ['premise', 'hypothesis'],
+  }[task]
+  label = (
+      v('float32')
+      if task == 'stsb'
+      else datasets.ClassLabel(
+          names=list({'sst2': SST2, 'mrpc': MRPC, 'mnli': NLI3}[task])
+      )
+  )
+  return (
+      datasets.Features(
+          {**{k: s for k in text}, 'label': label, 'idx': v('int32')}
+      ),
+      text,
+  )
 
 
 def _hub_split(task, rows, *, labelled, rng):
@@ -66,36 +86,69 @@ def _hub_split(task, rows, *, labelled, rng):
 
 
 def _rows(task, n, rng):
-  labels = {'sst2': '01', 'mrpc': '01', 'mnli': NLI3,
-            'stsb': ['0.000', '1.250', '3.800', '5.000']}[task]
-  return [(TEXTS[i % len(TEXTS)] + f' {i}', f'second {i} "q',
-           labels[rng.integers(len(labels))]) for i in range(n)]
+  labels = {
+      'sst2': '01',
+      'mrpc': '01',
+      'mnli': NLI3,
+      'stsb': ['0.000', '1.250', '3.800', '5.000'],
+  }[task]
+  return [
+      (
+          TEXTS[i % len(TEXTS)] + f' {i}',
+          f'second {i} "q',
+          labels[rng.integers(len(labels))],
+      )
+      for i in range(n)
+  ]
 
 
 def _write_tsv(root, task, split, rows, labelled):
   """The rows in the original GLUE layout (see tasks.py for the columns)."""
   t = '\t'.join
   if task == 'sst2':
-    lines = ([t(['sentence', 'label'])] + [t([a, y]) for a, _, y in rows]
-             if labelled else [t(['index', 'sentence'])]
-             + [t([str(i), a]) for i, (a, _, _) in enumerate(rows)])
+    lines = (
+        [t(['sentence', 'label'])] + [t([a, y]) for a, _, y in rows]
+        if labelled
+        else [t(['index', 'sentence'])]
+        + [t([str(i), a]) for i, (a, _, _) in enumerate(rows)]
+    )
   elif task == 'mrpc':
-    head = ['Quality' if labelled else 'index', '#1 ID', '#2 ID',
-            '#1 String', '#2 String']
-    lines = [t(head)] + [t([y if labelled else str(i), '1', '2', a, b])
-                         for i, (a, b, y) in enumerate(rows)]
-  elif task == 'stsb':
-    head = ['index', 'genre', 'filename', 'year', 'old_index', 'source1',
-            'source2', 'sentence1', 'sentence2'] + (['score'] if labelled
-                                                     else [])
+    head = [
+        'Quality' if labelled else 'index',
+        '#1 ID',
+        '#2 ID',
+        '#1 String',
+        '#2 String',
+    ]
     lines = [t(head)] + [
-        t([str(i), 'g', 'f', '2012', '0', 's', 's', a, b]
-          + ([y] if labelled else [])) for i, (a, b, y) in enumerate(rows)]
+        t([y if labelled else str(i), '1', '2', a, b])
+        for i, (a, b, y) in enumerate(rows)
+    ]
+  elif task == 'stsb':
+    head = [
+        'index',
+        'genre',
+        'filename',
+        'year',
+        'old_index',
+        'source1',
+        'source2',
+        'sentence1',
+        'sentence2',
+    ] + (['score'] if labelled else [])
+    lines = [t(head)] + [
+        t(
+            [str(i), 'g', 'f', '2012', '0', 's', 's', a, b]
+            + ([y] if labelled else [])
+        )
+        for i, (a, b, y) in enumerate(rows)
+    ]
   else:  # mnli: 12 fields in train, 16 in dev, 10 in test.
     extra = {'train': 2, 'test_matched': 0}.get(split, 6)
     lines = [t(['h'] * (10 + extra))] + [
         t([str(i)] + ['m'] * 7 + [a, b] + ([y] * extra))
-        for i, (a, b, y) in enumerate(rows)]
+        for i, (a, b, y) in enumerate(rows)
+    ]
   spec = data.get_task(task)
   path = os.path.join(root, spec.dir_name, spec.file_name(split))
   os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -105,14 +158,19 @@ def _write_tsv(root, task, split, rows, labelled):
 
 # (task, {our split: (Hub split, labelled, rows)}).
 CASES = {
-    'sst2': {'train': ('train', True, 6), 'dev': ('validation', True, 4),
-             'test': ('test', False, 3)},
+    'sst2': {
+        'train': ('train', True, 6),
+        'dev': ('validation', True, 4),
+        'test': ('test', False, 3),
+    },
     'mrpc': {'train': ('train', True, 5), 'test': ('test', False, 2)},
     'stsb': {'dev': ('validation', True, 4), 'test': ('test', False, 2)},
-    'mnli': {'train': ('train', True, 6),
-             'dev_matched': ('validation_matched', True, 5),
-             'dev_mismatched': ('validation_mismatched', True, 4),
-             'test_matched': ('test_matched', False, 3)},
+    'mnli': {
+        'train': ('train', True, 6),
+        'dev_matched': ('validation_matched', True, 5),
+        'dev_mismatched': ('validation_mismatched', True, 4),
+        'test_matched': ('test_matched', False, 3),
+    },
 }
 
 
@@ -130,7 +188,10 @@ def _build(task, root, *, seed=0):
 
 def _assert_same(got, want):
   assert (got.task, got.split, got.has_labels) == (
-      want.task, want.split, want.has_labels)
+      want.task,
+      want.split,
+      want.has_labels,
+  )
   assert list(got.text_a) == list(want.text_a)
   assert (got.text_b is None) == (want.text_b is None)
   if want.text_b is not None:
@@ -165,8 +226,7 @@ def test_per_split_save_to_disk_layout(tmp_path):
   hub_root, tsv_root = _build('sst2', str(tmp_path))
   ds = datasets.load_from_disk(os.path.join(hub_root, 'sst2'))
   ds['validation'].save_to_disk(str(tmp_path / 'loose' / 'validation'))
-  got = data.load_split('sst2', 'dev', data_dir=tmp_path / 'loose',
-                        source='hf')
+  got = data.load_split('sst2', 'dev', data_dir=tmp_path / 'loose', source='hf')
   _assert_same(got, data.load_split('sst2', 'dev', data_dir=tsv_root))
 
 
@@ -185,7 +245,8 @@ def test_label_names_and_maps_agree_with_tfds():
     else:
       np.testing.assert_array_equal(got, want)
   np.testing.assert_array_equal(
-      hf_source.label_index_map(data.get_task('mnli')), [1, 2, 0])
+      hf_source.label_index_map(data.get_task('mnli')), [1, 2, 0]
+  )
 
 
 def test_other_tasks_data_is_rejected(tmp_path):
@@ -195,8 +256,9 @@ def test_other_tasks_data_is_rejected(tmp_path):
   with pytest.raises(ValueError, match='ClassLabel names'):
     data.load_split('cola', 'train', data_dir=hub_root, source='hf')
   with pytest.raises(ValueError, match=r"lacks the columns \['sentence1'"):
-    data.load_split('mrpc', 'train', data_dir=os.path.join(hub_root, 'cola'),
-                    source='hf')
+    data.load_split(
+        'mrpc', 'train', data_dir=os.path.join(hub_root, 'cola'), source='hf'
+    )
 
 
 def test_missing_split_and_unlabelled_rows_in_labelled_split(tmp_path):
@@ -229,6 +291,7 @@ def test_unknown_source_lists_hf(tmp_path):
 
 def test_requirements_file_pins_datasets():
   import codir_jax  # pylint: disable=g-import-not-at-top
+
   root = os.path.dirname(os.path.dirname(codir_jax.__file__))
   path = os.path.join(root, data.HF_REQUIREMENTS)
   if not os.path.exists(path):

@@ -40,8 +40,9 @@ def test_spearman_with_ties(seed):
   n = int(rng.integers(10, 400))
   y = rng.integers(0, 6, n).astype(np.float64) / 5  # many ties
   p = np.round(y + rng.normal(0, 0.5, n), 1)  # ties too
-  np.testing.assert_allclose(data.average_ranks(p), stats.rankdata(p),
-                             rtol=0, atol=0)
+  np.testing.assert_allclose(
+      data.average_ranks(p), stats.rankdata(p), rtol=0, atol=0
+  )
   assert abs(data.spearman(p, y) - stats.spearmanr(p, y)[0]) < TOL
 
 
@@ -90,8 +91,9 @@ def test_glue_metrics_logits_and_mask():
   logits = np.eye(3)[[2, 0, 0, 1]] + 0.1
   m = data.glue_metrics('mnli', logits, y)
   assert m['accuracy'] == 0.75
-  m = data.glue_metrics('mnli', logits, y,
-                        mask=np.array([True, True, False, True]))
+  m = data.glue_metrics(
+      'mnli', logits, y, mask=np.array([True, True, False, True])
+  )
   assert m['accuracy'] == 1.0
   with pytest.raises(ValueError, match='labels missing'):
     data.glue_metrics('mnli', logits, np.full(4, -1))

@@ -17,18 +17,26 @@ def fake_split(n=50, max_len=40, seed=0, regression=False, has_labels=True):
   offsets = np.zeros(n + 1, np.int64)
   np.cumsum(lengths, out=offsets[1:])
   tokens = np.concatenate(
-      [1000 * (i + 1) + np.arange(l) for i, l in enumerate(lengths)])
+      [1000 * (i + 1) + np.arange(l) for i, l in enumerate(lengths)]
+  )
   types = np.concatenate([np.arange(l) % 2 for l in lengths])
   if regression:
     labels = rng.uniform(0, 5, n).astype(np.float32)
   else:
     labels = rng.integers(0, 3, n).astype(np.int32)
   return data.TokenizedSplit(
-      task='stsb' if regression else 'mnli', split='train',
-      token_ids=tokens.astype(np.int32), type_ids=types.astype(np.int8),
-      offsets=offsets, labels=labels, example_ids=np.arange(n, dtype=np.int32),
-      max_len=max_len, pad_id=PAD, has_labels=has_labels,
-      is_regression=regression)
+      task='stsb' if regression else 'mnli',
+      split='train',
+      token_ids=tokens.astype(np.int32),
+      type_ids=types.astype(np.int8),
+      offsets=offsets,
+      labels=labels,
+      example_ids=np.arange(n, dtype=np.int32),
+      max_len=max_len,
+      pad_id=PAD,
+      has_labels=has_labels,
+      is_regression=regression,
+  )
 
 
 def take(it, k):
@@ -60,13 +68,13 @@ def test_batch_contract_and_contents():
     for r in np.nonzero(b['valid'])[0]:
       i = b['example_ids'][r]
       n = ds.lengths[i]
-      row = ds.token_ids[ds.offsets[i]:ds.offsets[i + 1]]
+      row = ds.token_ids[ds.offsets[i] : ds.offsets[i + 1]]
       np.testing.assert_array_equal(b['input_ids'][r, :n], row)
       assert (b['input_ids'][r, n:] == PAD).all()
-      np.testing.assert_array_equal(b['attention_mask'][r],
-                                    np.arange(t) < n)
-      np.testing.assert_array_equal(b['token_type_ids'][r, :n],
-                                    np.arange(n) % 2)
+      np.testing.assert_array_equal(b['attention_mask'][r], np.arange(t) < n)
+      np.testing.assert_array_equal(
+          b['token_type_ids'][r, :n], np.arange(n) % 2
+      )
       assert (b['token_type_ids'][r, n:] == 0).all()
       assert b['labels'][r] == ds.labels[i]
     # The bucket is the smallest one that holds the longest row.
@@ -142,9 +150,17 @@ def test_state_is_small_and_checked():
 @pytest.mark.parametrize('process_count, n', [(2, 50), (3, 50), (4, 9)])
 def test_process_shards_disjoint_and_cover(process_count, n):
   ds = fake_split(n=n)
-  iters = [data.BatchIterator(ds, batch_size=4, seed=5, num_epochs=2,
-                              process_index=p, process_count=process_count)
-           for p in range(process_count)]
+  iters = [
+      data.BatchIterator(
+          ds,
+          batch_size=4,
+          seed=5,
+          num_epochs=2,
+          process_index=p,
+          process_count=process_count,
+      )
+      for p in range(process_count)
+  ]
   per_process = [list(it) for it in iters]
   steps = {len(b) for b in per_process}
   assert len(steps) == 1  # every process runs the same number of steps
@@ -152,7 +168,7 @@ def test_process_shards_disjoint_and_cover(process_count, n):
     seen = []
     k = iters[0].steps_per_epoch
     for batches in per_process:
-      seen.append(valid_ids(batches[epoch * k:(epoch + 1) * k]))
+      seen.append(valid_ids(batches[epoch * k : (epoch + 1) * k]))
     all_ids = np.concatenate(seen)
     assert len(all_ids) == len(set(all_ids.tolist())) == n
     np.testing.assert_array_equal(np.sort(all_ids), np.arange(n))
@@ -160,8 +176,10 @@ def test_process_shards_disjoint_and_cover(process_count, n):
   for s in range(len(per_process[0])):
     assert len({b[s]['input_ids'].shape for b in per_process}) == 1
   # The shards of one process together are the single-process batch.
-  single = take(data.BatchIterator(ds, batch_size=4 * process_count, seed=5),
-                iters[0].steps_per_epoch)
+  single = take(
+      data.BatchIterator(ds, batch_size=4 * process_count, seed=5),
+      iters[0].steps_per_epoch,
+  )
   for s, b in enumerate(single):
     for key, value in b.items():
       cat = np.concatenate([pp[s][key] for pp in per_process])
@@ -181,8 +199,9 @@ def test_padding_rows_are_invalid():
   # Exactly one attended position keeps pooling/softmax finite.
   np.testing.assert_array_equal(last['attention_mask'][2:].sum(1), [1, 1])
   assert all(b['valid'].all() for b in batches[:-1])
-  dropped = list(data.BatchIterator(ds, batch_size=4, num_epochs=1,
-                                    drop_remainder=True))
+  dropped = list(
+      data.BatchIterator(ds, batch_size=4, num_epochs=1, drop_remainder=True)
+  )
   assert len(dropped) == 2 and all(b['valid'].all() for b in dropped)
 
 

@@ -7,9 +7,17 @@ import numpy as np
 import pytest
 
 from codir_jax.data import pretrain_text
+from codir_jax.data import text_stream
 
-KEYS = ('input_ids', 'attention_mask', 'token_type_ids', 'mlm_labels',
-        'mlm_mask', 'example_ids', 'valid')
+KEYS = (
+    'input_ids',
+    'attention_mask',
+    'token_type_ids',
+    'mlm_labels',
+    'mlm_mask',
+    'example_ids',
+    'valid',
+)
 
 
 def _tiny_roberta(with_mask=True):
@@ -20,12 +28,17 @@ def _tiny_roberta(with_mask=True):
   vocab = {w: i for i, w in enumerate(specials)}
   vocab.update({f'w{i}': len(specials) + i for i in range(300)})
   tok = tokenizers.Tokenizer(
-      tokenizers.models.WordLevel(vocab, unk_token='<unk>'))
+      tokenizers.models.WordLevel(vocab, unk_token='<unk>')
+  )
   tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
   return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, bos_token='<s>', eos_token='</s>',
-      pad_token='<pad>', unk_token='<unk>',
-      **({'mask_token': '<mask>'} if with_mask else {}))
+      tokenizer_object=tok,
+      bos_token='<s>',
+      eos_token='</s>',
+      pad_token='<pad>',
+      unk_token='<unk>',
+      **({'mask_token': '<mask>'} if with_mask else {}),
+  )
 
 
 def _byte_bpe():
@@ -38,15 +51,22 @@ def _byte_bpe():
   tok.decoder = tokenizers.decoders.ByteLevel()
   rng = np.random.default_rng(0)
   tok.train_from_iterator(
-      [' '.join(f'w{i}' for i in rng.integers(0, 300, 20))
-       for _ in range(200)],
+      [' '.join(f'w{i}' for i in rng.integers(0, 300, 20)) for _ in range(200)],
       tokenizers.trainers.BpeTrainer(
-          vocab_size=400, show_progress=False,
+          vocab_size=400,
+          show_progress=False,
           special_tokens=['<s>', '<pad>', '</s>', '<unk>', '<mask>'],
-          initial_alphabet=byte_level.alphabet()))
+          initial_alphabet=byte_level.alphabet(),
+      ),
+  )
   return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, bos_token='<s>', eos_token='</s>',
-      pad_token='<pad>', unk_token='<unk>', mask_token='<mask>')
+      tokenizer_object=tok,
+      bos_token='<s>',
+      eos_token='</s>',
+      pad_token='<pad>',
+      unk_token='<unk>',
+      mask_token='<mask>',
+  )
 
 
 @pytest.fixture(scope='module')
@@ -68,16 +88,21 @@ def _words(tokenizer):
   vocab = tokenizer.get_vocab()
   if '<mask>' in vocab:  # the test's RoBERTa-style tokenizers
     return [f'w{i}' for i in range(300)]
-  words = sorted(w for w in vocab if w.isalnum() and w.isascii()
-                 and len(w) >= 2 and w not in tokenizer.all_special_tokens)
+  words = sorted(
+      w
+      for w in vocab
+      if w.isalnum()
+      and w.isascii()
+      and len(w) >= 2
+      and w not in tokenizer.all_special_tokens
+  )
   return words[:2000]
 
 
 def _docs(tokenizer, n, seed=0, lo=1, hi=30):
   rng = np.random.default_rng(seed)
   words = _words(tokenizer)
-  return [' '.join(rng.choice(words, rng.integers(lo, hi)))
-          for _ in range(n)]
+  return [' '.join(rng.choice(words, rng.integers(lo, hi))) for _ in range(n)]
 
 
 def _write(path, docs, doc_format='line'):
@@ -85,11 +110,14 @@ def _write(path, docs, doc_format='line'):
   with open(path, 'w', encoding='utf-8') as f:
     for i, doc in enumerate(docs):
       if doc_format == 'line':
-        f.write(('  ' if i % 3 == 0 else '') + doc + ('\n\n' if i % 4 == 0
-                                                       else '\n'))
+        f.write(
+            ('  ' if i % 3 == 0 else '')
+            + doc
+            + ('\n\n' if i % 4 == 0 else '\n')
+        )
       else:
         words = doc.split(' ')
-        lines = [' '.join(words[j:j + 4]) for j in range(0, len(words), 4)]
+        lines = [' '.join(words[j : j + 4]) for j in range(0, len(words), 4)]
         f.write('\n'.join(lines) + ('\n\n\n' if i % 5 == 0 else '\n\n'))
   return str(path)
 
@@ -107,10 +135,11 @@ def _reference_rows(tokenizer, docs, max_len):
   start, end = _specials(tokenizer)
   stream = []
   for i, ids in enumerate(
-      tokenizer(docs, add_special_tokens=False)['input_ids']):
+      tokenizer(docs, add_special_tokens=False)['input_ids']
+  ):
     stream += ([end] if i else []) + ids
   c = max_len - 2
-  return [[start] + stream[i:i + c] + [end] for i in range(0, len(stream), c)]
+  return [[start] + stream[i : i + c] + [end] for i in range(0, len(stream), c)]
 
 
 def _unmasked(batch):
@@ -179,7 +208,8 @@ def test_roberta_special_ids(tmp_path, roberta_tok):
   path = _write(tmp_path / 'a.txt', ['w1 w2', 'w3'])
   b = next(_it(path, roberta_tok, mask_prob=0.01))
   np.testing.assert_array_equal(
-      _unmasked(b)[0, :7], [0, 6, 7, 2, 8, 2, 1])  # <s> w1 w2 </s> w3 </s>
+      _unmasked(b)[0, :7], [0, 6, 7, 2, 8, 2, 1]
+  )  # <s> w1 w2 </s> w3 </s>
   assert b['attention_mask'][0].tolist()[:7] == [1] * 6 + [0]
 
 
@@ -221,14 +251,17 @@ def test_masking_statistics(tmp_path, minilm_tokenizer):
   to_mask = (inp[mask] == tok.mask_token_id).mean()
   kept = (inp[mask] == ids[mask]).mean()
   to_random = 1 - to_mask - kept
-  print(f'rate={rate:.4f} mask={to_mask:.4f} random={to_random:.4f}'
-        f' kept={kept:.4f} over {maskable.sum()} maskable tokens')
+  print(
+      f'rate={rate:.4f} mask={to_mask:.4f} random={to_random:.4f}'
+      f' kept={kept:.4f} over {maskable.sum()} maskable tokens'
+  )
   assert abs(rate - 0.15) < 0.005
   assert abs(to_mask - 0.8) < 0.01
   assert abs(to_random - 0.1) < 0.01
   assert abs(kept - 0.1) < 0.01
-  replaced = inp[mask][(inp[mask] != ids[mask])
-                       & (inp[mask] != tok.mask_token_id)]
+  replaced = inp[mask][
+      (inp[mask] != ids[mask]) & (inp[mask] != tok.mask_token_id)
+  ]
   assert not np.isin(replaced, tok.all_special_ids).any()
   assert len(np.unique(replaced)) > 500  # uniform over the whole vocabulary
   # Exact count per full row: floor or ceil of p * m.
@@ -242,8 +275,9 @@ def test_mask_prob_argument(tmp_path, roberta_tok):
   batches = list(_it(path, roberta_tok, max_len=64, mask_prob=0.4))
   mask = np.concatenate([b['mlm_mask'] for b in batches])
   ids = np.concatenate([_unmasked(b) for b in batches])
-  maskable = (ids > 4) & np.concatenate([b['attention_mask'] == 1
-                                         for b in batches])
+  maskable = (ids > 4) & np.concatenate(
+      [b['attention_mask'] == 1 for b in batches]
+  )
   assert abs(mask.sum() / maskable.sum() - 0.4) < 0.01
   assert not (mask & ~maskable).any()
   inp = np.concatenate([b['input_ids'] for b in batches])
@@ -269,8 +303,9 @@ def test_determinism_seeds_and_epochs(tmp_path, roberta_tok):
   for x, y in zip(a[:half], a[half:]):
     np.testing.assert_array_equal(_unmasked(x), _unmasked(y))
     np.testing.assert_array_equal(x['example_ids'], y['example_ids'])
-  assert any((x['mlm_mask'] != y['mlm_mask']).any()
-             for x, y in zip(a[:half], a[half:]))
+  assert any(
+      (x['mlm_mask'] != y['mlm_mask']).any() for x, y in zip(a[:half], a[half:])
+  )
 
 
 RESUME_CASES = {
@@ -285,12 +320,13 @@ RESUME_CASES = {
 
 @pytest.mark.parametrize('case', list(RESUME_CASES))
 def test_resume_gives_identical_batches(tmp_path, roberta_tok, case):
-  kw = {'num_epochs': 2, 'max_len': 12, 'batch_size': 2,
-        **RESUME_CASES[case]}
+  kw = {'num_epochs': 2, 'max_len': 12, 'batch_size': 2, **RESUME_CASES[case]}
   fmt = kw.get('doc_format', 'line')
   docs = _docs(roberta_tok, 30, seed=5, hi=80 if case == 'long_lines' else 25)
-  files = [_write(tmp_path / 'a.txt', docs[:17], fmt),
-           _write(tmp_path / 'b.txt', docs[17:], fmt)]
+  files = [
+      _write(tmp_path / 'a.txt', docs[:17], fmt),
+      _write(tmp_path / 'b.txt', docs[17:], fmt),
+  ]
   ref = list(_it(files, roberta_tok, **kw))
   assert len(ref) > 10
   positions = []
@@ -315,8 +351,12 @@ def test_resume_gives_identical_batches(tmp_path, roberta_tok, case):
 def test_shards_are_disjoint_and_cover(tmp_path, roberta_tok):
   path = _write(tmp_path / 'a.txt', _docs(roberta_tok, 69))  # 76 rows
   whole = list(_it(path, roberta_tok, batch_size=6))
-  shards = [list(_it(path, roberta_tok, batch_size=2, process_index=p,
-                     process_count=3)) for p in range(3)]
+  shards = [
+      list(
+          _it(path, roberta_tok, batch_size=2, process_index=p, process_count=3)
+      )
+      for p in range(3)
+  ]
   assert all(len(s) == len(whole) for s in shards)
   for step, batch in enumerate(whole):
     joined = {k: np.concatenate([s[step][k] for s in shards]) for k in KEYS}
@@ -335,8 +375,9 @@ def test_shuffle_buffer_permutes_within_windows(tmp_path, roberta_tok):
   assert _rows_by_id(batches) == plain
   assert (order != np.arange(len(order))).any()
   windows = order[: len(order) // 9 * 9].reshape(-1, 9)
-  np.testing.assert_array_equal(np.sort(windows, axis=1),
-                                np.arange(windows.size).reshape(-1, 9))
+  np.testing.assert_array_equal(
+      np.sort(windows, axis=1), np.arange(windows.size).reshape(-1, 9)
+  )
 
 
 # --- streaming ---------------------------------------------------------------
@@ -374,9 +415,12 @@ def test_reads_are_lazy_and_bounded(tmp_path, minilm_tokenizer, monkeypatch):
   size = path.stat().st_size
   assert size > 100 * chunk
   log = []
-  monkeypatch.setattr(pretrain_text, 'open',
-                      lambda p, mode: _CountingFile(open(p, mode), log),
-                      raising=False)
+  monkeypatch.setattr(
+      text_stream,
+      'open',
+      lambda p, mode: _CountingFile(open(p, mode), log),
+      raising=False,
+  )
   it = _it(str(path), tok, batch_size=2, max_len=32, chunk_bytes=chunk)
   next(it)
   assert 0 < sum(log) <= 3 * chunk  # the first batch reads about one chunk
@@ -424,7 +468,9 @@ def test_errors(tmp_path, roberta_tok):
 def test_globs_expand_sorted(tmp_path, roberta_tok):
   for name, docs in [('b.txt', ['w2']), ('a.txt', ['w1']), ('c.md', ['w9'])]:
     _write(tmp_path / name, docs)
-  assert [p.rsplit('/', 1)[1] for p in pretrain_text.resolve_files(
-      str(tmp_path / '*.txt'))] == ['a.txt', 'b.txt']
+  assert [
+      p.rsplit('/', 1)[1]
+      for p in pretrain_text.resolve_files(str(tmp_path / '*.txt'))
+  ] == ['a.txt', 'b.txt']
   b = next(_it(str(tmp_path / '*.txt'), roberta_tok, mask_prob=0.01))
   assert _unmasked(b)[0, :5].tolist() == [0, 6, 2, 7, 2]

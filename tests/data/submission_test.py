@@ -15,10 +15,21 @@ def read(path):
 
 
 def test_file_names():
-  assert sorted(submission.ALL_FILES) == sorted([
-      'CoLA.tsv', 'SST-2.tsv', 'MRPC.tsv', 'STS-B.tsv', 'QQP.tsv',
-      'MNLI-m.tsv', 'MNLI-mm.tsv', 'QNLI.tsv', 'RTE.tsv', 'WNLI.tsv',
-      'AX.tsv'])
+  assert sorted(submission.ALL_FILES) == sorted(
+      [
+          'CoLA.tsv',
+          'SST-2.tsv',
+          'MRPC.tsv',
+          'STS-B.tsv',
+          'QQP.tsv',
+          'MNLI-m.tsv',
+          'MNLI-mm.tsv',
+          'QNLI.tsv',
+          'RTE.tsv',
+          'WNLI.tsv',
+          'AX.tsv',
+      ]
+  )
   assert data.submission_file_name('mnli', 'test_matched') == 'MNLI-m.tsv'
   assert data.submission_file_name('mnli', 'test_mismatched') == 'MNLI-mm.tsv'
   assert data.submission_file_name('ax') == 'AX.tsv'
@@ -30,19 +41,27 @@ def test_mnli_label_names_from_logits(tmp_path):
   logits = np.eye(3)[[1, 2, 0]]
   path = data.write_submission(tmp_path, 'mnli', 'test_mismatched', logits)
   assert os.path.basename(path) == 'MNLI-mm.tsv'
-  assert read(path) == ['index\tprediction', '0\tentailment', '1\tneutral',
-                        '2\tcontradiction', '']
+  assert read(path) == [
+      'index\tprediction',
+      '0\tentailment',
+      '1\tneutral',
+      '2\tcontradiction',
+      '',
+  ]
 
 
-@pytest.mark.parametrize('task, name, want', [
-    ('rte', 'RTE.tsv', ['entailment', 'not_entailment']),
-    ('qnli', 'QNLI.tsv', ['entailment', 'not_entailment']),
-    ('ax', 'AX.tsv', ['contradiction', 'entailment']),
-    ('cola', 'CoLA.tsv', ['0', '1']),
-    ('sst2', 'SST-2.tsv', ['0', '1']),
-    ('qqp', 'QQP.tsv', ['0', '1']),
-    ('wnli', 'WNLI.tsv', ['0', '1']),
-])
+@pytest.mark.parametrize(
+    'task, name, want',
+    [
+        ('rte', 'RTE.tsv', ['entailment', 'not_entailment']),
+        ('qnli', 'QNLI.tsv', ['entailment', 'not_entailment']),
+        ('ax', 'AX.tsv', ['contradiction', 'entailment']),
+        ('cola', 'CoLA.tsv', ['0', '1']),
+        ('sst2', 'SST-2.tsv', ['0', '1']),
+        ('qqp', 'QQP.tsv', ['0', '1']),
+        ('wnli', 'WNLI.tsv', ['0', '1']),
+    ],
+)
 def test_string_and_digit_labels(tmp_path, task, name, want):
   path = data.write_submission(tmp_path, task, 'test', np.array([0, 1]))
   assert os.path.basename(path) == name
@@ -51,9 +70,16 @@ def test_string_and_digit_labels(tmp_path, task, name, want):
 
 def test_stsb_clipped_three_decimals(tmp_path):
   path = data.write_submission(
-      tmp_path, 'stsb', 'test', np.array([[-0.5], [2.34567], [7.0], [5.0]]))
-  assert read(path) == ['index\tprediction', '0\t0.000', '1\t2.346',
-                        '2\t5.000', '3\t5.000', '']
+      tmp_path, 'stsb', 'test', np.array([[-0.5], [2.34567], [7.0], [5.0]])
+  )
+  assert read(path) == [
+      'index\tprediction',
+      '0\t0.000',
+      '1\t2.346',
+      '2\t5.000',
+      '3\t5.000',
+      '',
+  ]
 
 
 def test_example_ids_reorder_and_drop_padding(tmp_path):
@@ -65,11 +91,13 @@ def test_example_ids_reorder_and_drop_padding(tmp_path):
 
 def test_bad_submissions(tmp_path):
   with pytest.raises(ValueError, match='exactly once'):
-    data.write_submission(tmp_path, 'rte', 'test', np.array([0, 1]),
-                          np.array([0, 2]))
+    data.write_submission(
+        tmp_path, 'rte', 'test', np.array([0, 1]), np.array([0, 2])
+    )
   with pytest.raises(ValueError, match='exactly once'):
-    data.write_submission(tmp_path, 'rte', 'test', np.array([0, 1]),
-                          np.array([0, 0]))
+    data.write_submission(
+        tmp_path, 'rte', 'test', np.array([0, 1]), np.array([0, 0])
+    )
   with pytest.raises(ValueError, match='outside'):
     data.write_submission(tmp_path, 'rte', 'test', np.array([0, 2]))
   with pytest.raises(ValueError, match='no predictions'):

@@ -26,6 +26,7 @@ def test_missing_tensorflow_names_requirements_file(tmp_path):
 def test_requirements_file_pins_tensorflow():
   import codir_jax  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+
   root = os.path.dirname(os.path.dirname(codir_jax.__file__))
   path = os.path.join(root, data.TFDS_REQUIREMENTS)
   if not os.path.exists(path):
@@ -38,19 +39,24 @@ def test_requirements_file_pins_tensorflow():
 def test_label_maps():
   # tfds MNLI: entailment, neutral, contradiction -> ours 1, 2, 0.
   np.testing.assert_array_equal(
-      tfds_source.label_index_map(data.get_task('mnli')), [1, 2, 0])
+      tfds_source.label_index_map(data.get_task('mnli')), [1, 2, 0]
+  )
   np.testing.assert_array_equal(
-      tfds_source.label_index_map(data.get_task('rte')), [0, 1])
+      tfds_source.label_index_map(data.get_task('rte')), [0, 1]
+  )
   assert tfds_source.label_index_map(data.get_task('wnli')) is None
   assert tfds_source.label_index_map(data.get_task('stsb')) is None
 
 
-@pytest.mark.parametrize('task, split, pair, labelled', [
-    ('mnli', 'dev_matched', True, True),
-    ('sst2', 'train', False, True),
-    ('stsb', 'dev', True, True),
-    ('rte', 'test', True, False),
-])
+@pytest.mark.parametrize(
+    'task, split, pair, labelled',
+    [
+        ('mnli', 'dev_matched', True, True),
+        ('sst2', 'train', False, True),
+        ('stsb', 'dev', True, True),
+        ('rte', 'test', True, False),
+    ],
+)
 def test_tfds_mock_data(tmp_path, task, split, pair, labelled):
   pytest.importorskip('tensorflow')
   tfds = pytest.importorskip('tensorflow_datasets')

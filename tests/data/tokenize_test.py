@@ -5,23 +5,33 @@ import pytest
 
 from codir_jax import data
 
-SINGLES = ['hide new secretions from the parental units ', 'A', '',
-           'unflinchingly bleak and desperate ' * 20, 'Ünïcödé "quotes" ok']
-PAIRS = [('A man is dancing.', 'A man wearing a hat is dancing.'),
-         ('short', 'a much longer second sentence ' * 10),
-         ('a very long first sentence ' * 10, 'tiny'),
-         ('"stray', 'quote"')]
+SINGLES = [
+    'hide new secretions from the parental units ',
+    'A',
+    '',
+    'unflinchingly bleak and desperate ' * 20,
+    'Ünïcödé "quotes" ok',
+]
+PAIRS = [
+    ('A man is dancing.', 'A man wearing a hat is dancing.'),
+    ('short', 'a much longer second sentence ' * 10),
+    ('a very long first sentence ' * 10, 'tiny'),
+    ('"stray', 'quote"'),
+]
 
 
 def _rows(ds):
-  return [(ds.token_ids[a:b].tolist(), ds.type_ids[a:b].tolist())
-          for a, b in zip(ds.offsets[:-1], ds.offsets[1:])]
+  return [
+      (ds.token_ids[a:b].tolist(), ds.type_ids[a:b].tolist())
+      for a, b in zip(ds.offsets[:-1], ds.offsets[1:])
+  ]
 
 
 @pytest.mark.parametrize('max_len', [8, 16, 128])
 def test_singles_match_transformers(minilm_tokenizer, max_len):
-  s = data.GlueSplit('sst2', 'dev', SINGLES, None,
-                     np.zeros(len(SINGLES), np.int32), True)
+  s = data.GlueSplit(
+      'sst2', 'dev', SINGLES, None, np.zeros(len(SINGLES), np.int32), True
+  )
   ds = data.tokenize_split(s, minilm_tokenizer, max_len=max_len)
   ref = minilm_tokenizer(SINGLES, truncation=True, max_length=max_len)
   assert _rows(ds) == list(zip(ref['input_ids'], ref['token_type_ids']))
@@ -44,6 +54,7 @@ def test_pairs_match_transformers(minilm_tokenizer, max_len):
 
 def test_chunking_is_seamless(minilm_tokenizer, monkeypatch):
   from codir_jax.data import tokenize as tokenize_lib
+
   texts = [f'sentence number {i} ' * (i % 5 + 1) for i in range(50)]
   whole = data.tokenize_texts(minilm_tokenizer, texts, max_len=32)
   monkeypatch.setattr(tokenize_lib, '_CHUNK', 7)
@@ -80,10 +91,16 @@ def test_roberta_style_template_and_truncation_side(side):
   tk = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, '<unk>'))
   tk.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
   tk.post_processor = tokenizers.processors.RobertaProcessing(
-      ('</s>', 2), ('<s>', 0))
+      ('</s>', 2), ('<s>', 0)
+  )
   tok = transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tk, bos_token='<s>', eos_token='</s>',
-      pad_token='<pad>', unk_token='<unk>', truncation_side=side)
+      tokenizer_object=tk,
+      bos_token='<s>',
+      eos_token='</s>',
+      pad_token='<pad>',
+      unk_token='<unk>',
+      truncation_side=side,
+  )
   a = ['a b c d e f g', 'a', 'j i h z']
   b = ['h i', 'b c d e f g h i j', 'a']
   s = data.GlueSplit('rte', 'dev', a, b, np.zeros(3, np.int32), True)

@@ -18,11 +18,17 @@ def _tokenizer():
   words = ['hello', 'world', 'foo', 'bar', 'caf']
   vocab = {w: i for i, w in enumerate(specials + words)}
   tok = tokenizers.Tokenizer(
-      tokenizers.models.WordLevel(vocab, unk_token='[UNK]'))
+      tokenizers.models.WordLevel(vocab, unk_token='[UNK]')
+  )
   tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
   return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok, pad_token='[PAD]', unk_token='[UNK]',
-      cls_token='[CLS]', sep_token='[SEP]', mask_token='[MASK]')
+      tokenizer_object=tok,
+      pad_token='[PAD]',
+      unk_token='[UNK]',
+      cls_token='[CLS]',
+      sep_token='[SEP]',
+      mask_token='[MASK]',
+  )
 
 
 def _write_bytes(path, content: bytes) -> str:
@@ -34,17 +40,28 @@ def _write_bytes(path, content: bytes) -> str:
 
 def _located(path, line, column):
   """The message prefix and position `utf8.not_utf8` promises."""
-  return (re.escape(f'{path}:{line}: not valid UTF-8') + '.*'
-          + re.escape(f'at byte {column} of the line') + '.*UTF-8')
+  return (
+      re.escape(f'{path}:{line}: not valid UTF-8')
+      + '.*'
+      + re.escape(f'at byte {column} of the line')
+      + '.*UTF-8'
+  )
 
 
-@pytest.mark.parametrize('bom,newline', [(b'', b'\n'),
-                                         (b'\xef\xbb\xbf', b'\r\n')])
+@pytest.mark.parametrize(
+    'bom,newline', [(b'', b'\n'), (b'\xef\xbb\xbf', b'\r\n')]
+)
 def test_glue_tsv_names_file_and_line(tmp_path, bom, newline):
-  rows = [b'sentence\tlabel', b'a fine film\t1', b'dull\t0',
-          b'caf\xe9 au lait\t1', b'ok\t0']
-  path = _write_bytes(tmp_path / 'SST-2' / 'train.tsv',
-                      bom + newline.join(rows) + newline)
+  rows = [
+      b'sentence\tlabel',
+      b'a fine film\t1',
+      b'dull\t0',
+      b'caf\xe9 au lait\t1',
+      b'ok\t0',
+  ]
+  path = _write_bytes(
+      tmp_path / 'SST-2' / 'train.tsv', bom + newline.join(rows) + newline
+  )
   with pytest.raises(ValueError, match=_located(path, 4, 4)) as e:
     data.load_split('sst2', 'train', data_dir=tmp_path)
   assert isinstance(e.value.__cause__, UnicodeDecodeError)
@@ -53,8 +70,10 @@ def test_glue_tsv_names_file_and_line(tmp_path, bom, newline):
 
 def test_glue_tsv_valid_utf8_and_bom_still_read(tmp_path):
   rows = ['sentence\tlabel', 'café “quoted” \r inside\t1', 'ok\t0']
-  _write_bytes(tmp_path / 'SST-2' / 'train.tsv',
-               b'\xef\xbb\xbf' + '\n'.join(rows).encode() + b'\n')
+  _write_bytes(
+      tmp_path / 'SST-2' / 'train.tsv',
+      b'\xef\xbb\xbf' + '\n'.join(rows).encode() + b'\n',
+  )
   split = data.load_split('sst2', 'train', data_dir=tmp_path)
   assert split.text_a == ['café “quoted” \r inside', 'ok']
 
@@ -67,15 +86,16 @@ def test_corpus_names_file_and_line_before_any_batch(tmp_path):
   bad = _write_bytes(tmp_path / 'b.txt', b'\n'.join(lines) + b'\n')
   with pytest.raises(ValueError, match=_located(bad, 40, 5)) as e:
     pretrain_text.PretrainIterator(
-        [good, bad], _tokenizer(), batch_size=2, max_len=16, chunk_bytes=64)
+        [good, bad], _tokenizer(), batch_size=2, max_len=16, chunk_bytes=64
+    )
   assert isinstance(e.value.__cause__, UnicodeDecodeError)
 
 
 def test_corpus_changed_after_the_check_names_file_and_line(tmp_path):
   path = _write_bytes(tmp_path / 'c.txt', b'hello world\n' * 20)
   it = pretrain_text.PretrainIterator(
-      path, _tokenizer(), batch_size=2, max_len=16, num_epochs=1,
-      chunk_bytes=64)
+      path, _tokenizer(), batch_size=2, max_len=16, num_epochs=1, chunk_bytes=64
+  )
   with open(path, 'r+b') as f:  # same size, line 15 broken
     f.seek(14 * 12 + 6)
     f.write(b'\x80')
@@ -89,8 +109,9 @@ def test_check_file_across_chunk_boundaries(tmp_path, chunk_bytes):
   text = 'é€😀 abc\nxyz ü\n'.encode()
   path = _write_bytes(tmp_path / 'ok.txt', text * 5)
   utf8.check_file(path, chunk_bytes)  # no error
-  bad = _write_bytes(tmp_path / 'bad.txt',
-                     text * 3 + b'xyz \xe2\x82 ok\n' + text)
+  bad = _write_bytes(
+      tmp_path / 'bad.txt', text * 3 + b'xyz \xe2\x82 ok\n' + text
+  )
   with pytest.raises(ValueError, match=_located(bad, 7, 5)):
     utf8.check_file(bad, chunk_bytes)
 

@@ -28,12 +28,33 @@ ablation = _load_ablation()
 
 def _argv(out, teacher, data, *extra):
   return [
-      "--out", str(out), "--tasks", "SST-2", "--data_dir", data,
-      "--teacher", teacher, "--variants", "kd", "codir", "--seeds", "0", "1",
+      "--out",
+      str(out),
+      "--tasks",
+      "SST-2",
+      "--data_dir",
+      data,
+      "--teacher",
+      teacher,
+      "--variants",
+      "kd",
+      "codir",
+      "--seeds",
+      "0",
+      "1",
       # A teacher trained enough to predict both classes, so that the
       # reload check (teacher_dev of every student run) has teeth.
-      "--steps", "2", "--teacher_steps", "60", "--max_len", "16",
-      "--lr", "1e-3", "--teacher_lr", "3e-3", *extra,
+      "--steps",
+      "2",
+      "--teacher_steps",
+      "60",
+      "--max_len",
+      "16",
+      "--lr",
+      "1e-3",
+      "--teacher_lr",
+      "3e-3",
+      *extra,
   ]
 
 
@@ -51,13 +72,20 @@ def test_main_runs_table_json_plot_and_resumes(tmp_path, tiny_glue):
   assert stored["settings"]["teacher_steps"] == 60
   task = stored["tasks"]["sst2"]
   assert task["metrics"] == ["accuracy"]
-  assert 0.0 <= task["teacher"]["dev"]["accuracy"] <= 1.0
+  # The teacher's dev score is what transformers computes from its export.
+  assert task["teacher"]["dev"]["accuracy"] == pytest.approx(
+      assets.hf_dev_accuracy(
+          os.path.join(str(out), "sst2", "teacher", "teacher"), data
+      ),
+      abs=1e-9,
+  )
   assert task["teacher"]["steps"] == 60
   assert list(task["variants"]) == ["kd", "codir"]
   for name, v in task["variants"].items():
     assert [r["seed"] for r in v["runs"]] == [0, 1]
     accs = [r["dev"]["accuracy"] for r in v["runs"]]
-    assert all(0.0 <= a <= 1.0 for a in accs)
+    # 32 dev examples: every accuracy is a whole number of them.
+    assert all(abs(a * 32 - round(a * 32)) < 1e-9 for a in accs), accs
     assert v["n"] == 2
     np.testing.assert_allclose(v["mean"]["accuracy"], np.mean(accs))
     np.testing.assert_allclose(v["std"]["accuracy"], np.std(accs, ddof=1))
@@ -89,6 +117,7 @@ def test_main_runs_table_json_plot_and_resumes(tmp_path, tiny_glue):
   png = out / "results.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
   height, width, _ = plt.imread(str(png)).shape
   assert height > 200 and width > 200
 
@@ -97,7 +126,8 @@ def test_main_runs_table_json_plot_and_resumes(tmp_path, tiny_glue):
   runs = again["tasks"]["sst2"]["variants"]["codir"]["runs"]
   assert all(r["resumed"] for r in runs)
   assert again["tasks"]["sst2"]["variants"]["codir"]["mean"] == (
-      task["variants"]["codir"]["mean"])
+      task["variants"]["codir"]["mean"]
+  )
 
   # Other settings in the same --out are refused, not mixed in.
   with pytest.raises(ValueError, match="another config"):
@@ -132,7 +162,7 @@ def test_teacher_reload_check_refuses_a_changed_teacher():
   runs.check_teacher_reload(dev, {}, "w")  # Modes without the report.
   with pytest.raises(RuntimeError, match="does not round-trip"):
     runs.check_teacher_reload(
-        dev, {"teacher_dev": {**dev, "accuracy": 0.79}}, "w")
+        dev, {"teacher_dev": {**dev, "accuracy": 0.79}}, "w"
+    )
   with pytest.raises(RuntimeError, match="f1"):
-    runs.check_teacher_reload(dev, {"teacher_dev": {"accuracy": 0.8}},
-                                  "w")
+    runs.check_teacher_reload(dev, {"teacher_dev": {"accuracy": 0.8}}, "w")

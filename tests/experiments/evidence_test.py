@@ -21,10 +21,12 @@ def test_paired_interval_matches_scipy_ttest_rel():
   p = evidence_stats.paired(dict(enumerate(other)), dict(enumerate(base)))
   ci = scipy_stats.ttest_rel(other, base).confidence_interval(0.95)
   assert p["n"] == 5 and p["mean_diff"] == pytest.approx(
-      float(np.mean(other - base)), abs=1e-12)
+      float(np.mean(other - base)), abs=1e-12
+  )
   np.testing.assert_allclose(p["ci95"], [ci.low, ci.high], rtol=1e-9)
   assert evidence_stats.verdict(p) == (
-      "better beyond noise" if ci.low > 0 else "within noise")
+      "better beyond noise" if ci.low > 0 else "within noise"
+  )
 
 
 def test_paired_uses_only_shared_seeds_and_needs_two():
@@ -32,7 +34,8 @@ def test_paired_uses_only_shared_seeds_and_needs_two():
   assert p["seeds"] == [0, 1] and p["diffs"] == pytest.approx([0.05, 0.0])
   one = evidence_stats.paired({0: 0.9}, {0: 0.85})
   assert one["ci95"] is None and evidence_stats.verdict(one) == (
-      "too few seeds")
+      "too few seeds"
+  )
 
 
 def test_plan_has_every_run_once_in_seed_major_order():
@@ -40,21 +43,31 @@ def test_plan_has_every_run_once_in_seed_major_order():
   names = [r.name for r in plan]
   assert len(names) == len(set(names))
   assert [r.name for r in plan if r.kind == "teacher"] == [
-      "mrpc/teacher", "stsb/teacher", "sst2/teacher"]
+      "mrpc/teacher",
+      "stsb/teacher",
+      "sst2/teacher",
+  ]
   # 3 tasks x 4 variants x 5 seeds, plus MRPC's released and two lambdas
   # over 3 seeds.
   assert len(plan) == 3 + 3 * 4 * 5 + 3 * 3
   mrpc = [r for r in plan if r.task == "mrpc" and r.kind == "student"]
   assert [r.seed for r in mrpc] == sorted(r.seed for r in mrpc)
   assert {r.label for r in mrpc} == {
-      "kd", "pkd", "codir", "codir_inbatch", "released", "codir_lam0.01",
-      "codir_lam1"}
+      "kd",
+      "pkd",
+      "codir",
+      "codir_inbatch",
+      "released",
+      "codir_lam0.01",
+      "codir_lam1",
+  }
 
 
 def test_run_configs_carry_the_schedule_and_the_released_recipe():
   sched = plan_lib.TASKS["mrpc"]
-  released = plan_lib.Run("mrpc", "student", "codir", seed=2, lam=1.6,
-                          released=True)
+  released = plan_lib.Run(
+      "mrpc", "student", "codir", seed=2, lam=1.6, released=True
+  )
   c = evidence.run_config(released, data_dir="/d", teacher_dir="/t")
   assert (c.mode, c.seed, c.teacher.path) == ("distill", 2, "/t")
   assert c.loss.objective == "nce" and c.loss.pooling == "first"
@@ -64,24 +77,46 @@ def test_run_configs_carry_the_schedule_and_the_released_recipe():
   assert c.log.eval_every_steps == steps_per_epoch // 2
   assert c.log.eval_patience == sched.student_patience
   assert not c.eval.compare_teacher  # Only kd seed 0 times the teacher.
-  teacher = evidence.run_config(plan_lib.Run("sst2", "teacher"),
-                                data_dir="/d", teacher_dir="")
+  teacher = evidence.run_config(
+      plan_lib.Run("sst2", "teacher"), data_dir="/d", teacher_dir=""
+  )
   assert teacher.mode == "finetune_teacher" and teacher.task.train_limit == 0
-  student = evidence.run_config(plan_lib.Run("sst2", "student", "kd"),
-                                data_dir="/d", teacher_dir="/t")
+  student = evidence.run_config(
+      plan_lib.Run("sst2", "student", "kd"), data_dir="/d", teacher_dir="/t"
+  )
   assert student.task.train_limit == 20000 and student.eval.compare_teacher
   assert evidence.config_hash(student) != evidence.config_hash(
-      evidence.run_config(plan_lib.Run("sst2", "student", "kd", seed=1),
-                          data_dir="/d", teacher_dir="/t"))
+      evidence.run_config(
+          plan_lib.Run("sst2", "student", "kd", seed=1),
+          data_dir="/d",
+          teacher_dir="/t",
+      )
+  )
 
 
 @pytest.mark.slow
 def test_smoke_plan_runs_reports_and_never_redoes_a_run(tmp_path, tiny_glue):
   teacher, data = tiny_glue
   out, res = tmp_path / "runs", tmp_path / "results"
-  argv = ["--out", str(out), "--results", str(res), "--smoke", "--tasks",
-          "sst2", "--teacher", teacher, "--data_dir", data, "--seeds", "0",
-          "1", "--variants", "kd", "codir"]
+  argv = [
+      "--out",
+      str(out),
+      "--results",
+      str(res),
+      "--smoke",
+      "--tasks",
+      "sst2",
+      "--teacher",
+      teacher,
+      "--data_dir",
+      data,
+      "--seeds",
+      "0",
+      "1",
+      "--variants",
+      "kd",
+      "codir",
+  ]
   evidence.main(argv)
   with open(res / "evidence.json", encoding="utf-8") as f:
     stored = json.load(f)
@@ -99,13 +134,23 @@ def test_smoke_plan_runs_reports_and_never_redoes_a_run(tmp_path, tiny_glue):
   # dir gone (its record stands), and its summary stays untouched.
   stamp = os.path.getmtime(out / "sst2" / "kd" / "seed0" / "summary.json")
   shutil.rmtree(out / "sst2" / "codir" / "seed1")
-  plan = plan_lib.make_plan(("sst2",), seeds=(0, 1), variants=("kd", "codir"),
-                            tasks=plan_lib.SMOKE_TASKS)
-  paths = evidence.Paths(out=str(out), results=str(res), data_dir=data,
-                         base_teacher=teacher, tasks=plan_lib.SMOKE_TASKS)
+  plan = plan_lib.make_plan(
+      ("sst2",),
+      seeds=(0, 1),
+      variants=("kd", "codir"),
+      tasks=plan_lib.SMOKE_TASKS,
+  )
+  paths = evidence.Paths(
+      out=str(out),
+      results=str(res),
+      data_dir=data,
+      base_teacher=teacher,
+      tasks=plan_lib.SMOKE_TASKS,
+  )
   assert evidence.work(paths, plan, poll_s=0.1) == 0
-  assert os.path.getmtime(
-      out / "sst2" / "kd" / "seed0" / "summary.json") == stamp
+  assert (
+      os.path.getmtime(out / "sst2" / "kd" / "seed0" / "summary.json") == stamp
+  )
   assert not (out / "sst2" / "codir" / "seed1").exists()
 
 
@@ -128,5 +173,7 @@ def test_keys_added_later_at_their_default_do_not_change_the_recipe():
   new["log"]["eval_patience"] = 3  # ... but not when it is switched on.
   assert runs.config_differences(stored, new) == ["log.eval_patience"]
   stored["optim"]["lr"] = 1.0
-  assert runs.config_differences(stored, new) == ["log.eval_patience",
-                                                  "optim.lr"]
+  assert runs.config_differences(stored, new) == [
+      "log.eval_patience",
+      "optim.lr",
+  ]

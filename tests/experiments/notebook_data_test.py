@@ -16,28 +16,43 @@ def _never_online(host):
 def _save_sst2(path, n_train=40, n_dev=12):
   """A saved DatasetDict with the Hub's sst2 schema; returns its texts."""
   datasets = pytest.importorskip("datasets")
-  features = datasets.Features({
-      "sentence": datasets.Value("string"),
-      "label": datasets.ClassLabel(names=["negative", "positive"]),
-      "idx": datasets.Value("int32"),
-  })
-  texts = {"train": [f"train sentence {i}" for i in range(n_train)],
-           "validation": [f"dev sentence {i}" for i in range(n_dev)]}
-  datasets.DatasetDict({
-      k: datasets.Dataset.from_dict(
-          {"sentence": v, "label": [i % 2 for i in range(len(v))],
-           "idx": list(range(len(v)))}, features=features)
-      for k, v in texts.items()}).save_to_disk(str(path))
+  features = datasets.Features(
+      {
+          "sentence": datasets.Value("string"),
+          "label": datasets.ClassLabel(names=["negative", "positive"]),
+          "idx": datasets.Value("int32"),
+      }
+  )
+  texts = {
+      "train": [f"train sentence {i}" for i in range(n_train)],
+      "validation": [f"dev sentence {i}" for i in range(n_dev)],
+  }
+  datasets.DatasetDict(
+      {
+          k: datasets.Dataset.from_dict(
+              {
+                  "sentence": v,
+                  "label": [i % 2 for i in range(len(v))],
+                  "idx": list(range(len(v))),
+              },
+              features=features,
+          )
+          for k, v in texts.items()
+      }
+  ).save_to_disk(str(path))
   return texts
 
 
 def test_local_hf_dir_from_argument_and_environment(tmp_path):
   texts = _save_sst2(tmp_path / "glue" / "sst2")
   root = str(tmp_path / "glue")
-  for kwargs in (dict(hf_dir=root, environ={}),
-                 dict(environ={notebook_data.ENV_HF_DIR: root})):
-    c = notebook_data.choose_task(str(tmp_path / "work"), num_train=30,
-                                  is_online=_never_online, **kwargs)
+  for kwargs in (
+      dict(hf_dir=root, environ={}),
+      dict(environ={notebook_data.ENV_HF_DIR: root}),
+  ):
+    c = notebook_data.choose_task(
+        str(tmp_path / "work"), num_train=30, is_online=_never_online, **kwargs
+    )
     assert (c.kind, c.source, c.data_dir) == ("hf", "hf", root)
     assert (c.train_limit, c.eval_limit) == (30, 12)
     assert list(c.vocab_texts) == texts["train"][:30]
@@ -49,8 +64,12 @@ def test_local_hf_dir_from_argument_and_environment(tmp_path):
 def test_explicit_hf_dir_that_does_not_load_raises(tmp_path):
   pytest.importorskip("datasets")
   with pytest.raises(FileNotFoundError):
-    notebook_data.choose_task(str(tmp_path), hf_dir=str(tmp_path / "nope"),
-                              environ={}, is_online=_never_online)
+    notebook_data.choose_task(
+        str(tmp_path),
+        hf_dir=str(tmp_path / "nope"),
+        environ={},
+        is_online=_never_online,
+    )
 
 
 def test_offline_falls_back_to_the_toy_task(tmp_path):
@@ -61,8 +80,7 @@ def test_offline_falls_back_to_the_toy_task(tmp_path):
     return False
 
   c = notebook_data.choose_task(str(tmp_path), environ={}, is_online=offline)
-  assert (c.kind, c.source, c.train_limit, c.eval_limit) == ("toy", "tsv", 0,
-                                                             0)
+  assert (c.kind, c.source, c.train_limit, c.eval_limit) == ("toy", "tsv", 0, 0)
   assert c.note.startswith("data: the generated sentiment task")
   assert os.path.commonpath([c.data_dir, str(tmp_path)]) == str(tmp_path)
   train = glue.load_split("sst2", "train", data_dir=c.data_dir)
@@ -74,13 +92,19 @@ def test_offline_falls_back_to_the_toy_task(tmp_path):
 def test_hf_offline_env_skips_the_hub_and_force_toy_skips_all(tmp_path):
   hosts = []
   c = notebook_data.choose_task(
-      str(tmp_path), environ={"HF_HUB_OFFLINE": "1"},
-      is_online=lambda h: hosts.append(h) or False)
+      str(tmp_path),
+      environ={"HF_HUB_OFFLINE": "1"},
+      is_online=lambda h: hosts.append(h) or False,
+  )
   assert c.kind == "toy" and "huggingface.co" not in hosts
   c = notebook_data.choose_task(
-      str(tmp_path), is_online=_never_online,
-      environ={notebook_data.ENV_FORCE: "toy",
-               notebook_data.ENV_HF_DIR: str(tmp_path / "ignored")})
+      str(tmp_path),
+      is_online=_never_online,
+      environ={
+          notebook_data.ENV_FORCE: "toy",
+          notebook_data.ENV_HF_DIR: str(tmp_path / "ignored"),
+      },
+  )
   assert c.kind == "toy" and "CODIR_NOTEBOOK_DATA=toy" in c.note
 
 
@@ -97,8 +121,10 @@ def test_hub_reachable_but_load_fails_falls_back(tmp_path, monkeypatch):
   monkeypatch.setattr(notebook_data.glue, "load_split", failing_load)
   hosts = []
   c = notebook_data.choose_task(
-      str(tmp_path), environ={},
-      is_online=lambda h: hosts.append(h) or h == "huggingface.co")
+      str(tmp_path),
+      environ={},
+      is_online=lambda h: hosts.append(h) or h == "huggingface.co",
+  )
   assert calls == [("sst2", "train", "")]
   assert c.kind == "toy" and "Hub load failed: ConnectionError" in c.note
   assert hosts[0] == "huggingface.co"

@@ -19,7 +19,9 @@ def test_masked_mean_pool_matches_reference(b, t, d):
   h = rng.normal(size=(b, t, d)).astype(np.float32)
   mask = (rng.random((b, t)) > 0.4).astype(np.int32)
   mask[0, 0] = 1
-  np.testing.assert_allclose(rep.masked_mean_pool(h, mask), ref.masked_mean_pool(h, mask), **TOL)
+  np.testing.assert_allclose(
+      rep.masked_mean_pool(h, mask), ref.masked_mean_pool(h, mask), **TOL
+  )
 
 
 def test_pool_padding_and_all_masked_row():
@@ -37,15 +39,34 @@ def test_pool_padding_and_all_masked_row():
 
 
 def test_layer_maps():
-  assert rep.teacher_layer_map(num_student_layers=6, num_teacher_layers=12) == [2, 4, 6, 8, 10, 12]
-  assert rep.teacher_layer_map(num_student_layers=6, num_teacher_layers=12,
-                               variant="released") == [1, 3, 5, 7, 9, 11]
-  assert rep.teacher_layer_map(num_student_layers=3, num_teacher_layers=6) == [2, 4, 6]
-  assert rep.teacher_layer_map(num_student_layers=4, num_teacher_layers=4) == [1, 2, 3, 4]
+  assert rep.teacher_layer_map(num_student_layers=6, num_teacher_layers=12) == [
+      2,
+      4,
+      6,
+      8,
+      10,
+      12,
+  ]
+  assert rep.teacher_layer_map(
+      num_student_layers=6, num_teacher_layers=12, variant="released"
+  ) == [1, 3, 5, 7, 9, 11]
+  assert rep.teacher_layer_map(num_student_layers=3, num_teacher_layers=6) == [
+      2,
+      4,
+      6,
+  ]
+  assert rep.teacher_layer_map(num_student_layers=4, num_teacher_layers=4) == [
+      1,
+      2,
+      3,
+      4,
+  ]
   assert rep.student_layer_ids(num_student_layers=3) == [1, 2, 3]
-  for kw in [dict(num_student_layers=5, num_teacher_layers=12),
-             dict(num_student_layers=6, num_teacher_layers=3),
-             dict(num_student_layers=6, num_teacher_layers=12, variant="nope")]:
+  for kw in [
+      dict(num_student_layers=5, num_teacher_layers=12),
+      dict(num_student_layers=6, num_teacher_layers=3),
+      dict(num_student_layers=6, num_teacher_layers=12, variant="nope"),
+  ]:
     with pytest.raises(ValueError):
       rep.teacher_layer_map(**kw)
   for ids in [[0, 1], [1, 1], [13], []]:
@@ -58,18 +79,24 @@ def test_layer_maps():
 def test_stack_concat_project_normalize():
   rng = np.random.default_rng(1)
   b, t, d, p = 2, 5, 4, 3
-  hs = tuple(rng.normal(size=(b, t, d)).astype(np.float32) for _ in range(5))  # L = 4
+  hs = tuple(
+      rng.normal(size=(b, t, d)).astype(np.float32) for _ in range(5)
+  )  # L = 4
   mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
   st = rep.stack_pooled_layers(hs, layer_ids=[2, 4], mask=mask)
   assert st.shape == (b, 2, d)
   np.testing.assert_allclose(st[:, 1], ref.masked_mean_pool(hs[4], mask), **TOL)
-  st_first = rep.stack_pooled_layers(hs, layer_ids=[1], mask=mask, pooling="first")
+  st_first = rep.stack_pooled_layers(
+      hs, layer_ids=[1], mask=mask, pooling="first"
+  )
   np.testing.assert_allclose(st_first[:, 0], hs[1][:, 0])
   cat = rep.concat_layers(st)
   np.testing.assert_allclose(cat, np.concatenate([st[:, 0], st[:, 1]], axis=1))
   w = rng.normal(size=(2 * d, p)).astype(np.float32)
   bias = rng.normal(size=(p,)).astype(np.float32)
-  z = rep.codir_representation(hs, layer_ids=[2, 4], mask=mask, kernel=w, bias=bias)
+  z = rep.codir_representation(
+      hs, layer_ids=[2, 4], mask=mask, kernel=w, bias=bias
+  )
   want = ref.l2_normalize(np.asarray(cat, np.float64) @ w + bias)
   np.testing.assert_allclose(z, want, **TOL)
   np.testing.assert_allclose(np.linalg.norm(z, axis=-1), 1.0, rtol=1e-6)
@@ -84,10 +111,17 @@ def test_l2_normalize_zero_and_grads():
   assert np.isfinite(g).all()
   with jax.enable_x64(True):
     x = np.random.default_rng(2).normal(size=(3, 4))
-    check_grads(lambda x: rep.l2_normalize(x), (x,), order=1, modes=("fwd", "rev"))
+    check_grads(
+        lambda x: rep.l2_normalize(x), (x,), order=1, modes=("fwd", "rev")
+    )
     h = np.random.default_rng(3).normal(size=(2, 3, 4))
     m = np.array([[1, 1, 0], [1, 0, 0]])
-    check_grads(lambda h: rep.masked_mean_pool(h, m), (h,), order=1, modes=("fwd", "rev"))
+    check_grads(
+        lambda h: rep.masked_mean_pool(h, m),
+        (h,),
+        order=1,
+        modes=("fwd", "rev"),
+    )
   assert rep.l2_normalize(jnp.ones((2, 2), jnp.bfloat16)).dtype == jnp.float32
 
 

@@ -11,7 +11,7 @@ from tests import multidevice
 SCRIPT = r"""
 import json
 import jax, jax.numpy as jnp, numpy as np
-from codir_jax.losses import memory_bank as mb
+from codir_jax.losses import bank_losses, memory_bank as mb
 
 Auto = jax.sharding.AxisType.Auto
 mesh8 = jax.make_mesh((8,), ("data",), axis_types=(Auto,))
@@ -41,12 +41,12 @@ def run_all(b, mesh):
   kw = dict(rng=key, query_ids=qid, query_labels=qlab, num_negatives=K, mesh=mesh)
   ids, mask = mb.sample_negatives(b, **kw)
   kw = dict(kw, bank=b, temperature=0.1)
-  info = lambda q, p: mb.bank_info_nce(queries=q, positives=p, **kw)
+  info = lambda q, p: bank_losses.bank_info_nce(queries=q, positives=p, **kw)
   loss, grads = jax.value_and_grad(lambda q, p: info(q, p).sum(), argnums=(0, 1))(q, p)
   per = info(q, p)
-  log_z = mb.bank_crd_log_z(queries=q, positives=p, num_data=N_REAL,
+  log_z = bank_losses.bank_crd_log_z(queries=q, positives=p, num_data=N_REAL,
                             valid=np.arange(B) < B - 1, **kw)
-  nce = lambda q, p: mb.bank_crd_nce(queries=q, positives=p, log_z=log_z,
+  nce = lambda q, p: bank_losses.bank_crd_nce(queries=q, positives=p, log_z=log_z,
                                      num_data=N_REAL, **kw)
   nce_g = jax.grad(lambda q, p: nce(q, p).sum(), argnums=(0, 1))(q, p)
   ids_u, _ = mb.sample_negatives(b, rng=key, query_ids=qid, num_negatives=K,

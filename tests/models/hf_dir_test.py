@@ -43,12 +43,20 @@ def _raises(exc, *parts: str):
 def test_directory_of_random_files(tmp_path):
   (tmp_path / "notes.txt").write_text("hello")
   (tmp_path / "data.bin").write_bytes(os.urandom(64))
-  with _raises(FileNotFoundError, f"{tmp_path} is not a Hugging Face"
-               " tokenizer directory", "tokenizer.json", "vocab.txt",
-               "it holds data.bin, notes.txt"):
+  with _raises(
+      FileNotFoundError,
+      f"{tmp_path} is not a Hugging Face" " tokenizer directory",
+      "tokenizer.json",
+      "vocab.txt",
+      "it holds data.bin, notes.txt",
+  ):
     load_tokenizer(tmp_path)
-  with _raises(FileNotFoundError, str(tmp_path / "config.json"),
-               "not a Hugging Face model directory", "data.bin, notes.txt"):
+  with _raises(
+      FileNotFoundError,
+      str(tmp_path / "config.json"),
+      "not a Hugging Face model directory",
+      "data.bin, notes.txt",
+  ):
     from_pretrained(tmp_path)
 
 
@@ -67,24 +75,34 @@ def test_config_without_weights_or_tokenizer(copy):
   the five special tokens from config.json alone."""
   for name in ("model.safetensors", "tokenizer.json"):
     (copy / name).unlink()
-  with _raises(FileNotFoundError, f"No weights in {copy}",
-               "it holds config.json, tokenizer_config.json"):
+  with _raises(
+      FileNotFoundError,
+      f"No weights in {copy}",
+      "it holds config.json, tokenizer_config.json",
+  ):
     from_pretrained(copy)
-  with _raises(FileNotFoundError, f"{copy} is not a Hugging Face tokenizer",
-               "vocab.txt (BERT)", "config.json, tokenizer_config.json"):
+  with _raises(
+      FileNotFoundError,
+      f"{copy} is not a Hugging Face tokenizer",
+      "vocab.txt (BERT)",
+      "config.json, tokenizer_config.json",
+  ):
     load_tokenizer(copy)
 
 
-@pytest.mark.parametrize("content", [b"", b"\x00" * 100, b"garbage" * 50,
-                                     "truncated"],
-                         ids=["empty", "zeros", "garbage", "truncated"])
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"\x00" * 100, b"garbage" * 50, "truncated"],
+    ids=["empty", "zeros", "garbage", "truncated"],
+)
 def test_corrupt_safetensors(copy, content):
   file = copy / "model.safetensors"
   if content == "truncated":
     content = file.read_bytes()[:-100]
   file.write_bytes(content)
-  with _raises(ValueError, f"{file}: not a readable safetensors file",
-               _FIX) as e:
+  with _raises(
+      ValueError, f"{file}: not a readable safetensors file", _FIX
+  ) as e:
     from_pretrained(copy, head="classification")
   assert type(e.value.__cause__).__name__ == "SafetensorError"
 
@@ -98,14 +116,25 @@ def test_corrupt_shard_index_and_shard(copy):
   index.write_text('{"metadata": {}}')
   with _raises(ValueError, f"{index}: no 'weight_map'"):
     from_pretrained(copy)
-  index.write_text(json.dumps({"weight_map": {"a": "shard-1.safetensors",
-                                              "b": "shard-2.safetensors"}}))
-  with _raises(FileNotFoundError, str(copy / "shard-2.safetensors"),
-               f"listed in {index}"):
+  index.write_text(
+      json.dumps(
+          {
+              "weight_map": {
+                  "a": "shard-1.safetensors",
+                  "b": "shard-2.safetensors",
+              }
+          }
+      )
+  )
+  with _raises(
+      FileNotFoundError, str(copy / "shard-2.safetensors"), f"listed in {index}"
+  ):
     from_pretrained(copy)
   (copy / "shard-2.safetensors").write_bytes(b"\x01")
-  with _raises(ValueError, f"{copy / 'shard-2.safetensors'}: not a"
-               " readable safetensors"):
+  with _raises(
+      ValueError,
+      f"{copy / 'shard-2.safetensors'}: not a" " readable safetensors",
+  ):
     from_pretrained(copy)
 
 
@@ -114,15 +143,22 @@ def test_corrupt_pytorch_bin(copy):
   (copy / "model.safetensors").unlink()
   for content in (b"", b"not a pickle" * 10):
     (copy / "pytorch_model.bin").write_bytes(content)
-    with _raises(ValueError, f"{copy / 'pytorch_model.bin'}: not a readable"
-                 " torch checkpoint"):
+    with _raises(
+        ValueError,
+        f"{copy / 'pytorch_model.bin'}: not a readable" " torch checkpoint",
+    ):
       from_pretrained(copy)
 
 
-@pytest.mark.parametrize("text,where", [
-    ('{"model_type": "bert",\n  oops}', "line 2 column 3"),
-    ('{"model_type": "bert", "hidden_size": 3', "line 1 column 40"),
-    ("", "line 1 column 1")], ids=["syntax", "truncated", "empty"])
+@pytest.mark.parametrize(
+    "text,where",
+    [
+        ('{"model_type": "bert",\n  oops}', "line 2 column 3"),
+        ('{"model_type": "bert", "hidden_size": 3', "line 1 column 40"),
+        ("", "line 1 column 1"),
+    ],
+    ids=["syntax", "truncated", "empty"],
+)
 def test_corrupt_config_json(copy, text, where):
   file = copy / "config.json"
   file.write_text(text)
@@ -152,8 +188,7 @@ def test_corrupt_tokenizer_json(copy, name):
 
 def test_tokenizer_json_of_another_schema(copy):
   (copy / "tokenizer.json").write_text('{"version": "1.0", "model": {}}')
-  with _raises(ValueError, f"{copy}: cannot load the tokenizer",
-               _FIX) as e:
+  with _raises(ValueError, f"{copy}: cannot load the tokenizer", _FIX) as e:
     load_tokenizer(copy)
   assert e.value.__cause__ is not None
 
@@ -162,7 +197,8 @@ def test_empty_vocab_txt(copy):
   """A BERT tokenizer dir whose only vocabulary is an empty vocab.txt."""
   (copy / "tokenizer.json").unlink()
   (copy / "tokenizer_config.json").write_text(
-      '{"tokenizer_class": "BertTokenizer"}')
+      '{"tokenizer_class": "BertTokenizer"}'
+  )
   (copy / "vocab.txt").write_text("")
   with _raises(ValueError, f"{copy}: the tokenizer holds only its"):
     load_tokenizer(copy)

@@ -43,21 +43,31 @@ def _ours(head, model_type, num_labels=3):
   return builders.randomize(model, seed=3)
 
 
-_AUTO = {"base": "AutoModel",
-         "classification": "AutoModelForSequenceClassification",
-         "masked_lm": "AutoModelForMaskedLM"}
+_AUTO = {
+    "base": "AutoModel",
+    "classification": "AutoModelForSequenceClassification",
+    "masked_lm": "AutoModelForMaskedLM",
+}
 
 
-@pytest.mark.parametrize("head,model_type,num_labels", [
-    ("base", "bert", None), ("base", "roberta", None),
-    ("classification", "bert", 3), ("classification", "roberta", 1),
-    ("masked_lm", "bert", None), ("masked_lm", "roberta", None)])
+@pytest.mark.parametrize(
+    "head,model_type,num_labels",
+    [
+        ("base", "bert", None),
+        ("base", "roberta", None),
+        ("classification", "bert", 3),
+        ("classification", "roberta", 1),
+        ("masked_lm", "bert", None),
+        ("masked_lm", "roberta", None),
+    ],
+)
 def test_save_loads_in_transformers(head, model_type, num_labels, tmp_path):
   ours = _ours(head, model_type, num_labels)
   save_pretrained(ours, tmp_path / "out")
   auto = getattr(transformers, _AUTO[head])
-  hf, info = auto.from_pretrained(tmp_path / "out", output_loading_info=True,
-                                  attn_implementation="eager")
+  hf, info = auto.from_pretrained(
+      tmp_path / "out", output_loading_info=True, attn_implementation="eager"
+  )
   assert not any(info.values()), info  # no missing/unexpected/mismatched
   hf.eval()
   cfg = json.loads((tmp_path / "out" / "config.json").read_text())
@@ -74,24 +84,36 @@ def test_save_loads_in_transformers(head, model_type, num_labels, tmp_path):
     if head == "classification":
       assert cfg["num_labels"] == num_labels == len(cfg["id2label"])
       assert cfg["problem_type"] == (
-          "regression" if num_labels == 1 else "single_label_classification")
-  err = max([err] + [builders.max_abs(a, b) for a, b in zip(
-      out.hidden_states, ref.hidden_states, strict=True)])
+          "regression" if num_labels == 1 else "single_label_classification"
+      )
+  err = max(
+      [err]
+      + [
+          builders.max_abs(a, b)
+          for a, b in zip(out.hidden_states, ref.hidden_states, strict=True)
+      ]
+  )
   print(f"MAXABS save->hf {head}/{model_type}: {err:.2e}")
   assert err < ROUND_TRIP_ATOL
 
 
-@pytest.mark.parametrize("cls_name,head", [
-    ("BertModel", "base"), ("RobertaForSequenceClassification",
-                            "classification"),
-    ("BertForMaskedLM", "masked_lm"), ("RobertaForMaskedLM", "masked_lm")])
+@pytest.mark.parametrize(
+    "cls_name,head",
+    [
+        ("BertModel", "base"),
+        ("RobertaForSequenceClassification", "classification"),
+        ("BertForMaskedLM", "masked_lm"),
+        ("RobertaForMaskedLM", "masked_lm"),
+    ],
+)
 def test_hf_to_ours_to_hf_is_identical(cls_name, head, tmp_path):
   cls = getattr(transformers, cls_name)
   model_type = "bert" if cls_name.startswith("Bert") else "roberta"
   hf = builders.random_hf_model(cls, builders.tiny_hf_config(model_type))
   hf.save_pretrained(tmp_path / "hf")
-  save_pretrained(from_pretrained(tmp_path / "hf", head=head),
-                  tmp_path / "ours")
+  save_pretrained(
+      from_pretrained(tmp_path / "hf", head=head), tmp_path / "ours"
+  )
   a = safetensors.numpy.load_file(tmp_path / "hf" / "model.safetensors")
   b = safetensors.numpy.load_file(tmp_path / "ours" / "model.safetensors")
   assert sorted(a) == sorted(b)
@@ -108,14 +130,17 @@ def test_minilm_parity_and_round_trip(tmp_path):
   assert (batch["input_ids"] != tok.unk_token_id).all()  # a real vocab
   ours = from_pretrained(path)
   hf = transformers.AutoModel.from_pretrained(
-      path, local_files_only=True, attn_implementation="eager").eval()
+      path, local_files_only=True, attn_implementation="eager"
+  ).eval()
   with torch.no_grad():
     ref = hf(**builders.to_torch(batch), output_hidden_states=True)
   out = ours(**batch)
   assert len(out.hidden_states) == 7
   # Compared everywhere, padding positions included.
-  errs = [builders.max_abs(a, b)
-          for a, b in zip(out.hidden_states, ref.hidden_states, strict=True)]
+  errs = [
+      builders.max_abs(a, b)
+      for a, b in zip(out.hidden_states, ref.hidden_states, strict=True)
+  ]
   print("MAXABS minilm per hidden state:", " ".join(f"{e:.1e}" for e in errs))
   assert max(errs) < 1e-4
   save_pretrained(ours, tmp_path / "m", tokenizer=tok)
@@ -125,13 +150,16 @@ def test_minilm_parity_and_round_trip(tmp_path):
   assert sorted(set(a) - {"embeddings.position_ids"}) == sorted(b)
   for k in b:
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-  assert load_tokenizer(tmp_path / "m")(SENTENCES[0])["input_ids"] == tok(
-      SENTENCES[0])["input_ids"]
+  assert (
+      load_tokenizer(tmp_path / "m")(SENTENCES[0])["input_ids"]
+      == tok(SENTENCES[0])["input_ids"]
+  )
 
 
 def test_reads_pytorch_model_bin_when_it_is_the_only_weights(tmp_path):
-  hf = builders.random_hf_model(transformers.RobertaForMaskedLM,
-                                builders.tiny_hf_config("roberta"))
+  hf = builders.random_hf_model(
+      transformers.RobertaForMaskedLM, builders.tiny_hf_config("roberta")
+  )
   hf.save_pretrained(tmp_path / "st")
   hf.config.save_pretrained(tmp_path / "bin")
   torch.save(hf.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
@@ -171,8 +199,9 @@ def test_save_then_load_restores_every_parameter(tmp_path, head, model_type):
   a = nnx.to_pure_dict(nnx.state(model, nnx.Param))
   b = nnx.to_pure_dict(nnx.state(again, nnx.Param))
   assert jax.tree.structure(a) == jax.tree.structure(b)
-  for (path, x), y in zip(jax.tree_util.tree_leaves_with_path(a),
-                          jax.tree.leaves(b)):
+  for (path, x), y in zip(
+      jax.tree_util.tree_leaves_with_path(a), jax.tree.leaves(b)
+  ):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
@@ -207,8 +236,9 @@ def test_unsupported_model_type_raises(saved):
 
 
 def test_shape_mismatch_and_missing_tensor_raise(saved):
-  with pytest.raises(ValueError, match=r"classifier\.(bias|weight).*\(3,"
-                     r".*\(5,"):
+  with pytest.raises(
+      ValueError, match=r"classifier\.(bias|weight).*\(3," r".*\(5,"
+  ):
     from_pretrained(saved, head="classification", num_labels=5)
   tensors = safetensors.numpy.load_file(saved / "model.safetensors")
   name = "bert.encoder.layer.1.output.dense.weight"
@@ -225,6 +255,7 @@ def test_shape_mismatch_and_missing_tensor_raise(saved):
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
   def boom(*args, **kwargs):
     raise OSError("disk full")
+
   monkeypatch.setattr(hf_io.safetensors.numpy, "save_file", boom)
   with pytest.raises(OSError, match="disk full"):
     save_pretrained(_ours("base", "bert"), tmp_path / "m")

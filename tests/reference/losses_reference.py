@@ -96,12 +96,18 @@ def crd_log_z(anchors, positives, negatives, tau, num_data, neg_mask=None):
   return math.log(sum(vals) / len(vals) * num_data)
 
 
-def crd_nce(anchors, positives, negatives, tau, log_z, num_data, neg_mask=None, eps=1e-7):
+def crd_nce(
+    anchors, positives, negatives, tau, log_z, num_data, neg_mask=None, eps=1e-7
+):
   """CRD ContrastLoss: -[log(P0/(P0+m Pn+eps)) + sum_k log(m Pn/(Pk+m Pn+eps))]."""
   z = math.exp(log_z)
   out = np.zeros(len(anchors))
   for i in range(len(anchors)):
-    idx = [j for j in range(len(negatives[i])) if neg_mask is None or neg_mask[i][j]]
+    idx = [
+        j
+        for j in range(len(negatives[i]))
+        if neg_mask is None or neg_mask[i][j]
+    ]
     c = len(idx) / num_data
     p0 = math.exp(_dot(anchors[i], positives[i]) / tau) / z
     loss = -math.log(p0 / (p0 + c + eps))
@@ -124,7 +130,9 @@ def kd_loss(student_logits, teacher_logits, rho):
   for i in range(len(student_logits)):
     p = _softmax([x / rho for x in teacher_logits[i]])
     q = _softmax([x / rho for x in student_logits[i]])
-    out[i] = rho**2 * sum(pc * (math.log(pc) - math.log(qc)) for pc, qc in zip(p, q) if pc > 0)
+    out[i] = rho**2 * sum(
+        pc * (math.log(pc) - math.log(qc)) for pc, qc in zip(p, q) if pc > 0
+    )
   return out
 
 
@@ -176,7 +184,9 @@ def bank_fifo(vectors, ptr, new, keep):
   return m, ptr
 
 
-def eligible_slots(valid, labels, query_id, query_label, label_aware, label_gap=None):
+def eligible_slots(
+    valid, labels, query_id, query_label, label_aware, label_gap=None
+):
   out = []
   for j in range(len(valid)):
     if not valid[j] or j == query_id:
@@ -184,7 +194,10 @@ def eligible_slots(valid, labels, query_id, query_label, label_aware, label_gap=
     if label_aware:
       if label_gap is None and labels[j] == query_label:
         continue
-      if label_gap is not None and abs(float(labels[j]) - float(query_label)) <= label_gap:
+      if (
+          label_gap is not None
+          and abs(float(labels[j]) - float(query_label)) <= label_gap
+      ):
         continue
     out.append(j)
   return out

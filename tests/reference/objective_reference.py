@@ -38,6 +38,7 @@ class Setting:
   objective: str  # 'info_nce' | 'nce'.
   positive: str  # 'current' | 'bank'.
   regression: bool
+  mlm: bool  # CE / KD over masked tokens (CoDIR-Pre), no labels.
   batch_scaled: bool  # Released: lambda / B.
   num_data: int  # N for CRD NCE.
 
@@ -66,24 +67,49 @@ def _mean(values, keep):
   return s / max(c, 1.0)
 
 
-def _bank_direction(st: Setting, anchors, positives, bank, ids, mask, keep,
-                    log_z):
+def _bank_direction(
+    st: Setting, anchors, positives, bank, ids, mask, keep, log_z
+):
   negs = np.asarray(bank, np.float64)[ids]  # [B, K, P]
   if st.objective == "info_nce":
     return ref.info_nce(anchors, positives, negs, st.tau, mask), log_z
   if log_z is None:  # CRD freezes Z on the first batch (valid rows only).
     rows = [i for i in range(len(anchors)) if keep[i]]
-    log_z = ref.crd_log_z(anchors[rows], positives[rows], negs[rows],
-                          st.tau, st.num_data, mask[rows])
-  return ref.crd_nce(anchors, positives, negs, st.tau, log_z, st.num_data,
-                     mask), log_z
+    log_z = ref.crd_log_z(
+        anchors[rows],
+        positives[rows],
+        negs[rows],
+        st.tau,
+        st.num_data,
+        mask[rows],
+    )
+  return (
+      ref.crd_nce(anchors, positives, negs, st.tau, log_z, st.num_data, mask),
+      log_z,
+  )
 
 
-def objective(st: Setting, *, s_logits, t_logits, s_hidden, t_hidden,
-              attention_mask, labels, valid, example_ids, proj_s=None,
-              proj_t=None,
-              bank_s=None, bank_t=None, negs_s=None, negs_t=None,
-              log_z=(None, None)):
+def objective(
+    st: Setting,
+    *,
+    s_logits,
+    t_logits,
+    s_hidden,
+    t_hidden,
+    attention_mask,
+    labels,
+    valid,
+    example_ids,
+    proj_s=None,
+    proj_t=None,
+    bank_s=None,
+    bank_t=None,
+    negs_s=None,
+    negs_t=None,
+    log_z=(None, None),
+    mlm_mask=None,
+    mlm_labels=None,
+):
   """{term: mean over valid rows} and 'loss' (see module docstring).
 
   Args:
@@ -95,12 +121,22 @@ def objective(st: Setting, *, s_logits, t_logits, s_hidden, t_hidden,
     negs_s, negs_t: (ids [B, K], mask [B, K]) of the student direction
       (anchor z_s against bank_t) and the teacher direction.
     log_z: frozen log Z of each direction (None = compute, first batch).
+    mlm_mask, mlm_labels: [B, T] masked positions and their targets (mlm).
   """
   keep = np.asarray(valid, bool)
   s_logits = np.asarray(s_logits, np.float64)
   t_logits = np.asarray(t_logits, np.float64)
   terms = {}
-  if st.regression:
+  means = {}
+  if st.mlm:  # Token terms: a mean over the masked tokens of valid rows.
+    tok = np.asarray(mlm_mask, bool) & keep[:, None]  # [B, T]
+    means["task"] = float(
+        np.mean(ref.cross_entropy(s_logits[tok], np.asarray(mlm_labels)[tok]))
+    )
+    means["kd"] = float(
+        np.mean(ref.kd_loss(s_logits[tok], t_logits[tok], st.rho))
+    )
+  elif st.regression:
     terms["task"] = ref.mse(s_logits[:, :1], np.asarray(labels)[:, None])
     terms["kd"] = ref.mse(s_logits[:, :1], t_logits[:, :1])
   else:
@@ -113,9 +149,11 @@ def objective(st: Setting, *, s_logits, t_logits, s_hidden, t_hidden,
   if st.lam > 0:
     z_s, z_t = project(ps, *proj_s), project(pt, *proj_t)
     if st.negatives == "in_batch":
-      lab = None if st.regression else labels
-      crd = 0.5 * (ref.in_batch_info_nce(z_s, z_t, st.tau, keep, lab)
-                   + ref.in_batch_info_nce(z_t, z_s, st.tau, keep, lab))
+      lab = None if st.regression or st.mlm else labels
+      crd = 0.5 * (
+          ref.in_batch_info_nce(z_s, z_t, st.tau, keep, lab)
+          + ref.in_batch_info_nce(z_t, z_s, st.tau, keep, lab)
+      )
     else:
       ids = np.where(keep, example_ids, 0)
       if st.positive == "current":
@@ -123,13 +161,15 @@ def objective(st: Setting, *, s_logits, t_logits, s_hidden, t_hidden,
       else:
         pos_s = np.asarray(bank_t, np.float64)[ids]
         pos_t = np.asarray(bank_s, np.float64)[ids]
-      l_s, _ = _bank_direction(st, z_s, pos_s, bank_t, negs_s[0], negs_s[1],
-                               keep, log_z[0])
-      l_t, _ = _bank_direction(st, z_t, pos_t, bank_s, negs_t[0], negs_t[1],
-                               keep, log_z[1])
+      l_s, _ = _bank_direction(
+          st, z_s, pos_s, bank_t, negs_s[0], negs_s[1], keep, log_z[0]
+      )
+      l_t, _ = _bank_direction(
+          st, z_t, pos_t, bank_s, negs_t[0], negs_t[1], keep, log_z[1]
+      )
       crd = 0.5 * (l_s + l_t)
     terms["crd"] = crd
-  means = {n: _mean(v, keep) for n, v in terms.items()}
+  means.update({n: _mean(v, keep) for n, v in terms.items()})
   lam = st.lam / max(keep.sum(), 1) if st.batch_scaled else st.lam
   weights = {"task": 1.0 - st.beta, "kd": st.beta, "pkd": st.mu, "crd": lam}
   if st.beta == 0:

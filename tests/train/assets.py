@@ -12,6 +12,7 @@ import os
 import sys
 
 from flax import nnx
+import jax
 
 from codir_jax import models
 from codir_jax.train import task_data
@@ -44,34 +45,63 @@ def make_tokenizer():
       special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
   )
   return PreTrainedTokenizerFast(
-      tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]",
-      cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",
+      tokenizer_object=tok,
+      unk_token="[UNK]",
+      pad_token="[PAD]",
+      cls_token="[CLS]",
+      sep_token="[SEP]",
+      mask_token="[MASK]",
   )
 
 
 def _tiny_config(tokenizer, num_layers: int, dropout: float):
   return models.EncoderConfig(
-      model_type="bert", vocab_size=len(tokenizer), hidden_size=32,
-      num_layers=num_layers, num_heads=2, intermediate_size=64,
-      max_position_embeddings=64, type_vocab_size=2, pad_token_id=0,
-      hidden_dropout=dropout, attention_dropout=dropout,
+      model_type="bert",
+      vocab_size=len(tokenizer),
+      hidden_size=32,
+      num_layers=num_layers,
+      num_heads=2,
+      intermediate_size=64,
+      max_position_embeddings=64,
+      type_vocab_size=2,
+      pad_token_id=0,
+      hidden_dropout=dropout,
+      attention_dropout=dropout,
   )
 
 
-def make_teacher_dir(path: str, *, num_labels: int = 2, seed: int = 0,
-                     num_layers: int = 2, dropout: float = 0.1) -> str:
-  """Saves a random tiny BERT classifier + tokenizer to `path`."""
+def make_teacher_dir(
+    path: str,
+    *,
+    num_labels: int = 2,
+    seed: int = 0,
+    num_layers: int = 2,
+    dropout: float = 0.1,
+    head_std: float = 0.0,
+) -> str:
+  """Saves a random tiny BERT classifier + tokenizer to `path`.
+
+  `head_std` > 0 redraws the output layer's kernel from N(0, head_std^2):
+  confident, input-dependent logits, so KD against the teacher is far from
+  0 (the default head starts near zero, as in transformers).
+  """
   tokenizer = make_tokenizer()
   config = _tiny_config(tokenizer, num_layers, dropout)
   model = models.SequenceClassifier(config, num_labels, rngs=nnx.Rngs(seed))
+  if head_std > 0:
+    kernel = model.out_proj.kernel
+    kernel.value = head_std * jax.random.normal(
+        jax.random.key(seed + 100), kernel.value.shape
+    )
   models.save_pretrained(model, path, tokenizer=tokenizer)
   return path
 
 
 def make_glue_dir(path: str, *, num_train: int = 40, num_dev: int = 16) -> str:
   """Writes SST-2/{train,dev}.tsv (demo sentences) under `path`."""
-  return task_data.write_demo_task(path, num_train=num_train,
-                                   num_dev=num_dev, seed=0)
+  return task_data.write_demo_task(
+      path, num_train=num_train, num_dev=num_dev, seed=0
+  )
 
 
 def _override(c, kw):
@@ -96,12 +126,14 @@ def tiny_config(teacher: str, data: str, arg: str | None = None, **kw):
   return _override(c, kw)
 
 
-def make_mlm_teacher_dir(path: str, *, seed: int = 0,
-                         num_layers: int = 2) -> str:
+def make_mlm_teacher_dir(
+    path: str, *, seed: int = 0, num_layers: int = 2
+) -> str:
   """Saves a random tiny BERT masked LM + tokenizer to `path`."""
   tokenizer = make_tokenizer()
-  model = models.MaskedLM(_tiny_config(tokenizer, num_layers, 0.0),
-                          rngs=nnx.Rngs(seed))
+  model = models.MaskedLM(
+      _tiny_config(tokenizer, num_layers, 0.0), rngs=nnx.Rngs(seed)
+  )
   models.save_pretrained(model, path, tokenizer=tokenizer)
   return path
 
@@ -139,3 +171,31 @@ def pretrain_config(teacher: str, train: str, heldout: str, **kw):
   c.log.eval_every_steps = 0
   c.log.tensorboard = False
   return _override(c, kw)
+
+
+def hf_dev_accuracy(export_dir: str, data_dir: str) -> float:
+  """SST-2 dev accuracy of an exported model, computed by transformers.
+
+  An independent path: PyTorch model and tokenizer from the HF export, the
+  dev TSV read with `csv`, accuracy counted in Python.
+  """
+  import csv  # pylint: disable=g-import-not-at-top
+  import torch  # pylint: disable=g-import-not-at-top
+  import transformers  # pylint: disable=g-import-not-at-top
+
+  with open(os.path.join(data_dir, "SST-2", "dev.tsv"), encoding="utf-8") as f:
+    rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+  tok = transformers.AutoTokenizer.from_pretrained(export_dir)
+  model = transformers.AutoModelForSequenceClassification.from_pretrained(
+      export_dir
+  ).eval()
+  enc = tok(
+      [r["sentence"] for r in rows],
+      padding=True,
+      truncation=True,
+      max_length=16,
+      return_tensors="pt",
+  )
+  with torch.no_grad():
+    pred = model(**enc).logits.argmax(-1).tolist()
+  return sum(p == int(r["label"]) for p, r in zip(pred, rows)) / len(rows)

@@ -8,6 +8,7 @@ the negative ids the step's key draws. The last batch row is marked as
 padding, so masking is checked too.
 """
 
+import functools
 import os
 
 from flax import nnx
@@ -17,24 +18,33 @@ import pytest
 
 from codir_jax import sharding
 from codir_jax.losses import memory_bank
-from codir_jax.train import evaluation
 from codir_jax.train import glue_run
 from codir_jax.train import loop
+from codir_jax.train import pretrain_run
+from codir_jax.train import settings
 from codir_jax.train import task_data
 from tests.reference import objective_reference as obj_ref
 from tests.train import assets
 
-_STSB_HEADER = ("index\tgenre\tfilename\tyear\told_index\tsource1\tsource2"
-                "\tsentence1\tsentence2\tscore\n")
+_STSB_HEADER = (
+    "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2"
+    "\tsentence1\tsentence2\tscore\n"
+)
 
 
 @pytest.fixture(scope="module")
 def dirs(tmp_path_factory):
-  """A dropout-free tiny teacher (2 classes), one for STS-B, and the tasks."""
+  """Dropout-free tiny teachers and students (2 classes, STS-B), tasks."""
   root = tmp_path_factory.mktemp("objective")
-  teacher = assets.make_teacher_dir(str(root / "teacher"), dropout=0.0)
-  reg = assets.make_teacher_dir(str(root / "reg"), num_labels=1,
-                                dropout=0.0, seed=1)
+  # Confident heads and an independent 1-layer student: KD is far from 0,
+  # so a wrong weight on any term shows in the total.
+  make = functools.partial(assets.make_teacher_dir, dropout=0.0, head_std=3.0)
+  teacher = make(str(root / "teacher"))
+  reg = make(str(root / "reg"), num_labels=1, seed=1)
+  students = {
+      2: make(str(root / "student"), num_layers=1, seed=5),
+      1: make(str(root / "reg_student"), num_labels=1, num_layers=1, seed=6),
+  }
   data = assets.make_glue_dir(str(root / "glue"))
   os.makedirs(root / "glue" / "STS-B")
   texts, _ = task_data.demo_sentences(60, 3)
@@ -44,9 +54,11 @@ def dirs(tmp_path_factory):
       f.write(_STSB_HEADER)
       for i in rows:
         score = rng.uniform(0, 5)
-        f.write(f"{i}\tg\tf\ty\t{i}\ts\ts\t{texts[i]}\t{texts[59 - i]}"
-                f"\t{score:.3f}\n")
-  return teacher, reg, data
+        f.write(
+            f"{i}\tg\tf\ty\t{i}\ts\ts\t{texts[i]}\t{texts[59 - i]}"
+            f"\t{score:.3f}\n"
+        )
+  return teacher, reg, data, students
 
 
 _VARIANTS = {
@@ -56,10 +68,17 @@ _VARIANTS = {
     "codir_inbatch": ("variant=codir_inbatch", {}),
     # The released code: first-token pooling, odd layers, CRD NCE with its
     # first-batch log Z, bank positives, shared ids, lambda / B.
-    "released": ("variant=codir", dict(
-        loss__pooling="first", loss__teacher_layers="odd",
-        loss__objective="nce", loss__positive="bank",
-        loss__crd_batch_scaled=True, bank__shared_negatives=True)),
+    "released": (
+        "variant=codir",
+        dict(
+            loss__pooling="first",
+            loss__teacher_layers="odd",
+            loss__objective="nce",
+            loss__positive="bank",
+            loss__crd_batch_scaled=True,
+            bank__shared_negatives=True,
+        ),
+    ),
     "regression": ("variant=codir", dict(task__name="stsb")),
 }
 
@@ -67,21 +86,33 @@ _VARIANTS = {
 def _setting(run, config) -> obj_ref.Setting:
   l = config.loss
   return obj_ref.Setting(
-      beta=l.kd_weight, rho=l.kd_temperature, lam=l.crd_weight,
-      mu=l.pkd_weight, tau=l.temperature, pooling=l.pooling,
+      beta=l.kd_weight,
+      rho=l.kd_temperature,
+      lam=l.crd_weight,
+      mu=l.pkd_weight,
+      tau=l.temperature,
+      pooling=l.pooling,
       # A 1-layer student of a 2-layer teacher: 'even' maps to layer 2,
       # 'odd' to layer 1 (METHOD.md).
       student_layers=(1,),
       teacher_layers=(1,) if l.teacher_layers == "odd" else (2,),
-      negatives=l.negatives, objective=l.objective, positive=l.positive,
+      negatives=l.negatives,
+      objective=l.objective,
+      positive=l.positive,
       regression=config.task.name == "stsb",
-      batch_scaled=l.crd_batch_scaled, num_data=run.bank_slots)
+      mlm=False,
+      batch_scaled=l.crd_batch_scaled,
+      num_data=run.bank_slots,
+  )
 
 
 def _outputs(graphdef, params, batch):
   logits, out = nnx.merge(graphdef, params)(
-      batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
-      deterministic=True)
+      batch["input_ids"],
+      batch["attention_mask"],
+      batch["token_type_ids"],
+      deterministic=True,
+  )
   return np.asarray(logits), [np.asarray(h) for h in out.hidden_states]
 
 
@@ -90,21 +121,30 @@ def _negatives(run, key, bank, batch):
   valid = batch["valid"]
   gap = run.loss.regression_gap if run.loss.is_regression else None
   ids, mask = memory_bank.sample_negatives(
-      bank, rng=key, query_ids=np.where(valid, batch["example_ids"], 0),
-      query_labels=batch["labels"], num_negatives=run.loss.num_negatives,
-      label_aware=True, label_gap=gap)
+      bank,
+      rng=key,
+      query_ids=np.where(valid, batch["example_ids"], 0),
+      query_labels=batch["labels"],
+      num_negatives=run.loss.num_negatives,
+      label_aware=True,
+      label_gap=gap,
+  )
   return np.asarray(ids), np.asarray(mask)
 
 
 def _check_variant(dirs, tmp_path, name, **extra):
-  teacher, reg, data = dirs
+  teacher, reg, data, students = dirs
   arg, kw = _VARIANTS[name]
   kw = dict(kw, **extra)
+  student = students[2]
   if kw.get("task__name") == "stsb":
-    teacher = reg
+    teacher, student = reg, students[1]
+  kw.update(student__init="pretrained", student__path=student)
   config = assets.tiny_config(teacher, data, arg, **kw)
   mesh = sharding.make_mesh([("data", 1), ("model", 1)], jax.devices()[:1])
-  run, _ = glue_run.build_run(config, str(tmp_path / name), mesh)
+  run, _ = glue_run.build_run(
+      settings.from_config(config), str(tmp_path / name), mesh
+  )
   compiled = loop.compile_run(run)
   state = compiled.init()
   batch = dict(next(run.make_iterator()))
@@ -114,35 +154,55 @@ def _check_variant(dirs, tmp_path, name, **extra):
   step_key = jax.random.fold_in(before.rng, before.step)
   _, bank_key = jax.random.split(step_key)
   key_s, key_t = jax.random.split(bank_key)
-  _, metrics = compiled.train_step(state, evaluation.put_batch(batch, mesh),
-                                   compiled.teacher_params)
-  got = {k: float(s) / max(float(c), 1.0)
-         for k, (s, c) in jax.device_get(metrics).items()}
+  _, metrics = compiled.train_step(
+      state, sharding.put_batch(batch, mesh), compiled.teacher_params
+  )
+  got = {
+      k: float(s) / max(float(c), 1.0)
+      for k, (s, c) in jax.device_get(metrics).items()
+  }
 
   st = _setting(run, config)
-  s_logits, s_hidden = _outputs(run.graphs.student, before.params["student"],
-                                batch)
-  t_logits, t_hidden = _outputs(run.graphs.teacher, compiled.teacher_params,
-                                batch)
+  s_logits, s_hidden = _outputs(
+      run.graphs.student, before.params["student"], batch
+  )
+  t_logits, t_hidden = _outputs(
+      run.graphs.teacher, compiled.teacher_params, batch
+  )
   kw = {}
   if "proj_s" in before.params:
-    kw.update(proj_s=(before.params["proj_s"]["kernel"][...],
-                      before.params["proj_s"]["bias"][...]),
-              proj_t=(before.params["proj_t"]["kernel"][...],
-                      before.params["proj_t"]["bias"][...]))
+    kw.update(
+        proj_s=(
+            before.params["proj_s"]["kernel"][...],
+            before.params["proj_s"]["bias"][...],
+        ),
+        proj_t=(
+            before.params["proj_t"]["kernel"][...],
+            before.params["proj_t"]["bias"][...],
+        ),
+    )
   if run.loss.uses_bank:
     bank_s, bank_t = before.bank["student"], before.bank["teacher"]
     if config.bank.shared_negatives:
       key_t = key_s
-    kw.update(bank_s=np.asarray(bank_s.vectors),
-              bank_t=np.asarray(bank_t.vectors),
-              negs_s=_negatives(run, key_s, bank_t, batch),
-              negs_t=_negatives(run, key_t, bank_s, batch))
+    kw.update(
+        bank_s=np.asarray(bank_s.vectors),
+        bank_t=np.asarray(bank_t.vectors),
+        negs_s=_negatives(run, key_s, bank_t, batch),
+        negs_t=_negatives(run, key_t, bank_s, batch),
+    )
   want = obj_ref.objective(
-      st, s_logits=s_logits, t_logits=t_logits, s_hidden=s_hidden,
-      t_hidden=t_hidden, attention_mask=batch["attention_mask"],
-      labels=batch["labels"], valid=batch["valid"],
-      example_ids=batch["example_ids"], **kw)
+      st,
+      s_logits=s_logits,
+      t_logits=t_logits,
+      s_hidden=s_hidden,
+      t_hidden=t_hidden,
+      attention_mask=batch["attention_mask"],
+      labels=batch["labels"],
+      valid=batch["valid"],
+      example_ids=batch["example_ids"],
+      **kw,
+  )
   return got, want
 
 
@@ -150,7 +210,83 @@ def _check_variant(dirs, tmp_path, name, **extra):
 def test_every_term_and_the_total_match_numpy(dirs, tmp_path, name):
   got, want = _check_variant(dirs, tmp_path, name)
   for term, value in want.items():
-    np.testing.assert_allclose(got[term], value, rtol=2e-5, atol=2e-6,
-                               err_msg=f"{name}: {term}")
+    np.testing.assert_allclose(
+        got[term], value, rtol=2e-5, atol=2e-6, err_msg=f"{name}: {term}"
+    )
   assert set(want) <= set(got)
   assert {"kd", "pkd", "crd"} & set(got) == {"kd", "pkd", "crd"} & set(want)
+
+
+def test_mlm_terms_and_total_match_numpy(tmp_path):
+  """CoDIR-Pre: CE and KD over the masked tokens, in-batch InfoNCE."""
+  teacher = assets.make_mlm_teacher_dir(str(tmp_path / "mlm"))
+  train = assets.write_corpus(str(tmp_path / "train.txt"), num_lines=200)
+  config = assets.pretrain_config(teacher, train, train)
+  config.pretrain.eval_files = ()
+  mesh = sharding.make_mesh([("data", 1), ("model", 1)], jax.devices()[:1])
+  run, _ = pretrain_run.build_run(
+      settings.from_config(config), str(tmp_path / "w"), mesh
+  )
+  compiled = loop.compile_run(run)
+  state = compiled.init()
+  batch = dict(next(run.make_iterator()))
+  batch["valid"] = np.asarray(batch["valid"]).copy()
+  batch["valid"][-1] = False
+  before = jax.device_get(state)
+  _, metrics = compiled.train_step(
+      state, sharding.put_batch(batch, mesh), compiled.teacher_params
+  )
+  got = {
+      k: float(s) / max(float(c), 1.0)
+      for k, (s, c) in jax.device_get(metrics).items()
+  }
+  l = config.loss
+  st = obj_ref.Setting(
+      beta=l.kd_weight,
+      rho=l.kd_temperature,
+      lam=l.crd_weight,
+      mu=0.0,
+      tau=l.temperature,
+      pooling=l.pooling,
+      student_layers=(1,),
+      teacher_layers=(2,),
+      negatives="in_batch",
+      objective="info_nce",
+      positive="current",
+      regression=False,
+      mlm=True,
+      batch_scaled=False,
+      num_data=0,
+  )
+  s_logits, s_hidden = _outputs(
+      run.graphs.student, before.params["student"], batch
+  )
+  t_logits, t_hidden = _outputs(
+      run.graphs.teacher, compiled.teacher_params, batch
+  )
+  proj = {
+      side: (
+          before.params[side]["kernel"][...],
+          before.params[side]["bias"][...],
+      )
+      for side in ("proj_s", "proj_t")
+  }
+  want = obj_ref.objective(
+      st,
+      s_logits=s_logits,
+      t_logits=t_logits,
+      s_hidden=s_hidden,
+      t_hidden=t_hidden,
+      attention_mask=batch["attention_mask"],
+      labels=None,
+      valid=batch["valid"],
+      example_ids=batch["example_ids"],
+      mlm_mask=batch["mlm_mask"],
+      mlm_labels=batch["mlm_labels"],
+      **proj,
+  )
+  assert set(want) == {"task", "kd", "crd", "loss"}
+  for term, value in want.items():
+    np.testing.assert_allclose(
+        got[term], value, rtol=2e-5, atol=2e-6, err_msg=term
+    )

@@ -19,9 +19,13 @@ CHILD = os.path.join(os.path.dirname(__file__), "slow_child.py")
 def _cmd(tiny_dirs, workdir, delay):
   teacher, data = tiny_dirs
   return [
-      sys.executable, CHILD, str(delay),
-      "--config", os.path.join(assets.REPO, "configs", "tiny.py"),
-      "--workdir", workdir,
+      sys.executable,
+      CHILD,
+      str(delay),
+      "--config",
+      os.path.join(assets.REPO, "configs", "tiny.py"),
+      "--workdir",
+      workdir,
       f"--config.teacher.path={teacher}",
       f"--config.task.data_dir={data}",
       "--config.optim.num_steps=12",
@@ -38,8 +42,9 @@ def _env():
 
 
 def _run(cmd):
-  proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True,
-                        timeout=600)
+  proc = subprocess.run(
+      cmd, env=_env(), capture_output=True, text=True, timeout=600
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   return proc
 
@@ -56,7 +61,8 @@ def _outcome(workdir):
   rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   summary = json.load(open(os.path.join(workdir, "summary.json")))
   weights = safetensors.numpy.load_file(
-      os.path.join(workdir, "student", "model.safetensors"))
+      os.path.join(workdir, "student", "model.safetensors")
+  )
   return rows, summary, weights
 
 
@@ -73,9 +79,12 @@ def _check_same(ref_dir, got_dir, resumed_after):
   # are identical to the reference; eval rows after it too.
   key = lambda r: (r["step"], r["split"])
   ref = {key(r): r for r in ref_rows}
-  after = [r for r in rows
-           if r["step"] - (4 if r["split"] == "train" else 0) >= resumed_after
-           and r["step"] > resumed_after]
+  after = [
+      r
+      for r in rows
+      if r["step"] - (4 if r["split"] == "train" else 0) >= resumed_after
+      and r["step"] > resumed_after
+  ]
   assert after
   for r in after:
     assert r == ref[key(r)], (r, ref[key(r)])
@@ -88,19 +97,26 @@ def reference(tiny_dirs, tmp_path_factory):
   return workdir
 
 
-def test_sigkill_then_resume_matches_uninterrupted(tiny_dirs, reference,
-                                                   tmp_path):
+def test_sigkill_then_resume_matches_uninterrupted(
+    tiny_dirs, reference, tmp_path
+):
   workdir = str(tmp_path / "killed")
-  proc = subprocess.Popen(_cmd(tiny_dirs, workdir, 0.4), env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  proc = subprocess.Popen(
+      _cmd(tiny_dirs, workdir, 0.4),
+      env=_env(),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+  )
   _wait_for(os.path.join(workdir, "checkpoints", "4"), proc)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
   assert not os.path.exists(os.path.join(workdir, "summary.json"))
-  steps = sorted(int(s) for s in os.listdir(os.path.join(workdir,
-                                                         "checkpoints"))
-                 if s.isdigit())
+  steps = sorted(
+      int(s)
+      for s in os.listdir(os.path.join(workdir, "checkpoints"))
+      if s.isdigit()
+  )
   assert steps and steps[-1] < 12
   out = _run(_cmd(tiny_dirs, workdir, 0.0))
   assert f"Resumed from step {steps[-1]}" in out.stdout
@@ -109,9 +125,13 @@ def test_sigkill_then_resume_matches_uninterrupted(tiny_dirs, reference,
 
 def test_sigterm_saves_and_resumes(tiny_dirs, reference, tmp_path):
   workdir = str(tmp_path / "preempted")
-  proc = subprocess.Popen(_cmd(tiny_dirs, workdir, 0.4), env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  proc = subprocess.Popen(
+      _cmd(tiny_dirs, workdir, 0.4),
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
   _wait_for(os.path.join(workdir, "checkpoints", "4"), proc)
   proc.send_signal(signal.SIGTERM)
   stdout, stderr = proc.communicate(timeout=300)

@@ -8,7 +8,7 @@ import numpy as np
 import jax
 from flax import nnx
 from codir_jax import sharding
-from codir_jax.train import glue_run, loop, state as state_lib
+from codir_jax.train import glue_run, loop, settings, state as state_lib
 from tests.train import assets
 
 tmp = tempfile.mkdtemp()
@@ -34,7 +34,8 @@ for name, (axes, devices) in meshes.items():
   config = assets.tiny_config(teacher, data, optim__num_steps=3,
                               log__every_steps=1, ckpt__every_steps=100)
   mesh = sharding.make_mesh(axes, devices)
-  run, _ = glue_run.build_run(config, os.path.join(tmp, name), mesh)
+  run, _ = glue_run.build_run(settings.from_config(config),
+                              os.path.join(tmp, name), mesh)
   if name == "data4_model2":
     specs = state_lib.param_specs(run.params, mesh, run.rules)
     leaves = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(

@@ -8,16 +8,20 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
+sys.path.insert(
+    0,
+    os.path.dirname(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    ),
+)
 
 from absl import app  # noqa: E402
 
 from codir_jax import main as cli  # noqa: E402
-from codir_jax.train import evaluation  # noqa: E402
+from codir_jax import sharding  # noqa: E402
 
 _DELAY = float(sys.argv.pop(1))
-_put = evaluation.put_batch
+_put = sharding.put_batch
 
 
 def _slow_put(batch, mesh):
@@ -26,7 +30,7 @@ def _slow_put(batch, mesh):
   return _put(batch, mesh)
 
 
-evaluation.put_batch = _slow_put
+sharding.put_batch = _slow_put
 
 if __name__ == "__main__":
   app.run(cli.main)
