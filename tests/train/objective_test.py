@@ -132,6 +132,52 @@ def _negatives(run, key, bank, batch):
   return np.asarray(ids), np.asarray(mask)
 
 
+def _one_step(run, mesh):
+  """One real step on the first batch (last row padding).
+
+  Returns (per-term means the step logged, state before the step, the host
+  batch, the teacher params, the step's (student, teacher) bank keys, and
+  the reference's common keyword arguments: both models' outputs and the
+  projection heads).
+  """
+  compiled = loop.compile_run(run)
+  state = compiled.init()
+  batch = dict(next(run.make_iterator()))
+  batch["valid"] = np.asarray(batch["valid"]).copy()
+  batch["valid"][-1] = False  # A padding row must not count.
+  before = jax.device_get(state)
+  step_key = jax.random.fold_in(before.rng, before.step)
+  _, bank_key = jax.random.split(step_key)
+  keys = jax.random.split(bank_key)
+  _, metrics = compiled.train_step(
+      state, sharding.put_batch(batch, mesh), compiled.teacher_params
+  )
+  got = {
+      k: float(s) / max(float(c), 1.0)
+      for k, (s, c) in jax.device_get(metrics).items()
+  }
+  s_logits, s_hidden = _outputs(
+      run.graphs.student, before.params["student"], batch
+  )
+  t_logits, t_hidden = _outputs(
+      run.graphs.teacher, compiled.teacher_params, batch
+  )
+  common = dict(
+      s_logits=s_logits,
+      t_logits=t_logits,
+      s_hidden=s_hidden,
+      t_hidden=t_hidden,
+      attention_mask=batch["attention_mask"],
+      valid=batch["valid"],
+      example_ids=batch["example_ids"],
+  )
+  for side in ("proj_s", "proj_t"):
+    if side in before.params:
+      p = before.params[side]
+      common[side] = (p["kernel"][...], p["bias"][...])
+  return got, before, batch, keys, common
+
+
 def _check_variant(dirs, tmp_path, name, **extra):
   teacher, reg, data, students = dirs
   arg, kw = _VARIANTS[name]
@@ -145,42 +191,7 @@ def _check_variant(dirs, tmp_path, name, **extra):
   run, _ = glue_run.build_run(
       settings.from_config(config), str(tmp_path / name), mesh
   )
-  compiled = loop.compile_run(run)
-  state = compiled.init()
-  batch = dict(next(run.make_iterator()))
-  batch["valid"] = np.asarray(batch["valid"]).copy()
-  batch["valid"][-1] = False  # A padding row must not count.
-  before = jax.device_get(state)
-  step_key = jax.random.fold_in(before.rng, before.step)
-  _, bank_key = jax.random.split(step_key)
-  key_s, key_t = jax.random.split(bank_key)
-  _, metrics = compiled.train_step(
-      state, sharding.put_batch(batch, mesh), compiled.teacher_params
-  )
-  got = {
-      k: float(s) / max(float(c), 1.0)
-      for k, (s, c) in jax.device_get(metrics).items()
-  }
-
-  st = _setting(run, config)
-  s_logits, s_hidden = _outputs(
-      run.graphs.student, before.params["student"], batch
-  )
-  t_logits, t_hidden = _outputs(
-      run.graphs.teacher, compiled.teacher_params, batch
-  )
-  kw = {}
-  if "proj_s" in before.params:
-    kw.update(
-        proj_s=(
-            before.params["proj_s"]["kernel"][...],
-            before.params["proj_s"]["bias"][...],
-        ),
-        proj_t=(
-            before.params["proj_t"]["kernel"][...],
-            before.params["proj_t"]["bias"][...],
-        ),
-    )
+  got, before, batch, (key_s, key_t), kw = _one_step(run, mesh)
   if run.loss.uses_bank:
     bank_s, bank_t = before.bank["student"], before.bank["teacher"]
     if config.bank.shared_negatives:
@@ -191,18 +202,7 @@ def _check_variant(dirs, tmp_path, name, **extra):
         negs_s=_negatives(run, key_s, bank_t, batch),
         negs_t=_negatives(run, key_t, bank_s, batch),
     )
-  want = obj_ref.objective(
-      st,
-      s_logits=s_logits,
-      t_logits=t_logits,
-      s_hidden=s_hidden,
-      t_hidden=t_hidden,
-      attention_mask=batch["attention_mask"],
-      labels=batch["labels"],
-      valid=batch["valid"],
-      example_ids=batch["example_ids"],
-      **kw,
-  )
+  want = obj_ref.objective(_setting(run, config), labels=batch["labels"], **kw)
   return got, want
 
 
@@ -227,19 +227,7 @@ def test_mlm_terms_and_total_match_numpy(tmp_path):
   run, _ = pretrain_run.build_run(
       settings.from_config(config), str(tmp_path / "w"), mesh
   )
-  compiled = loop.compile_run(run)
-  state = compiled.init()
-  batch = dict(next(run.make_iterator()))
-  batch["valid"] = np.asarray(batch["valid"]).copy()
-  batch["valid"][-1] = False
-  before = jax.device_get(state)
-  _, metrics = compiled.train_step(
-      state, sharding.put_batch(batch, mesh), compiled.teacher_params
-  )
-  got = {
-      k: float(s) / max(float(c), 1.0)
-      for k, (s, c) in jax.device_get(metrics).items()
-  }
+  got, _, batch, _, kw = _one_step(run, mesh)
   l = config.loss
   st = obj_ref.Setting(
       beta=l.kd_weight,
@@ -258,32 +246,12 @@ def test_mlm_terms_and_total_match_numpy(tmp_path):
       batch_scaled=False,
       num_data=0,
   )
-  s_logits, s_hidden = _outputs(
-      run.graphs.student, before.params["student"], batch
-  )
-  t_logits, t_hidden = _outputs(
-      run.graphs.teacher, compiled.teacher_params, batch
-  )
-  proj = {
-      side: (
-          before.params[side]["kernel"][...],
-          before.params[side]["bias"][...],
-      )
-      for side in ("proj_s", "proj_t")
-  }
   want = obj_ref.objective(
       st,
-      s_logits=s_logits,
-      t_logits=t_logits,
-      s_hidden=s_hidden,
-      t_hidden=t_hidden,
-      attention_mask=batch["attention_mask"],
       labels=None,
-      valid=batch["valid"],
-      example_ids=batch["example_ids"],
       mlm_mask=batch["mlm_mask"],
       mlm_labels=batch["mlm_labels"],
-      **proj,
+      **kw,
   )
   assert set(want) == {"task", "kd", "crd", "loss"}
   for term, value in want.items():
