@@ -70,11 +70,12 @@ if REPO not in sys.path:
   sys.path.insert(0, REPO)
 
 import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
 
 from codir_jax.data import tasks as tasks_lib  # noqa: E402
 from configs import base  # noqa: E402
 from configs import glue_codir  # noqa: E402
+from experiments import ablation_report  # noqa: E402
+from experiments import evidence_stats  # noqa: E402
 from experiments import runs  # noqa: E402
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
@@ -182,12 +183,6 @@ def student_config(
   return c
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-  """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
-  x = np.asarray(values, np.float64)
-  return float(x.mean()), (float(x.std(ddof=1)) if len(x) > 1 else 0.0)
-
-
 def metric_columns(task: str) -> list[str]:
   """The task's GLUE dev metrics, plus their mean 'score' if several."""
   names = list(tasks_lib.get_task(task).metric_names)
@@ -198,10 +193,12 @@ def summarize_runs(task: str, runs: Sequence[dict]) -> dict[str, Any]:
   """Mean ± std over seeds of each metric and of the wall time."""
   out = {"n": len(runs), "mean": {}, "std": {}}
   for name in metric_columns(task):
-    out["mean"][name], out["std"][name] = _mean_std(
+    out["mean"][name], out["std"][name] = evidence_stats.mean_std(
         [r["dev"][name] for r in runs]
     )
-  out["wall_s_mean"], out["wall_s_std"] = _mean_std([r["wall_s"] for r in runs])
+  out["wall_s_mean"], out["wall_s_std"] = evidence_stats.mean_std(
+      [r["wall_s"] for r in runs]
+  )
   return out
 
 
@@ -259,112 +256,6 @@ def run_ablation(
   return results
 
 
-def _cell(mean: float, std: float, n: int, digits: int = 4) -> str:
-  """'mean ± std', or just the mean for a single run."""
-  return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
-
-
-def format_markdown(results: dict[str, Any]) -> str:
-  """One table per task: teacher and every variant, mean ± std over seeds."""
-  s = results["settings"]
-  teacher = s["teacher"] or "all-MiniLM-L6-v2 (bundled)"
-  lines = [
-      "# CoDIR ablation (GLUE dev)",
-      "",
-      f"Schedule `{s['schedule']}`: teacher {teacher}; train subset"
-      f" {s['subset'] or 'all'}, max_len {s['max_len']}, dev subset"
-      f" {s['eval_limit'] or 'all'}; student steps"
-      f" {s['steps'] or str(s['epochs']) + ' epochs'}, teacher steps"
-      f" {s['teacher_steps'] or str(s['teacher_epochs']) + ' epochs'};"
-      f" seeds {', '.join(map(str, s['seeds']))}. Cells: mean ± std"
-      " (ddof=1) over seeds; wall time per run in seconds.",
-  ]
-  for task, r in results["tasks"].items():
-    cols = r["metrics"]
-    lines += [
-        "",
-        f"## {tasks_lib.get_task(task).dir_name}",
-        "",
-        "| model | seeds | " + " | ".join(cols) + " | wall s / run |",
-        "|---" * (len(cols) + 3) + "|",
-    ]
-    t = r["teacher"]
-    lines.append(
-        "| teacher (fine-tuned) | 1 | "
-        + " | ".join(_cell(t["dev"][c], 0.0, 1) for c in cols)
-        + f" | {t['wall_s']:.1f} |"
-    )
-    for name, v in r["variants"].items():
-      n = v["n"]
-      lines.append(
-          f"| {name} | {n} | "
-          + " | ".join(_cell(v["mean"][c], v["std"][c], n) for c in cols)
-          + f" | {_cell(v['wall_s_mean'], v['wall_s_std'], n, 1)} |"
-      )
-  return "\n".join(lines) + "\n"
-
-
-def plot_results(results: dict[str, Any], path: str) -> str:
-  """Bar chart per task: each GLUE dev metric's mean, ± std error bars.
-
-  Dots are the individual seeds; the teacher's bar (one run) is hatched.
-  """
-  import matplotlib  # pylint: disable=g-import-not-at-top
-
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-
-  task_items = list(results["tasks"].items())
-  fig, axes = plt.subplots(
-      1, len(task_items), squeeze=False, figsize=(4.5 * len(task_items) + 1, 4)
-  )
-  for ax, (task, r) in zip(axes[0], task_items):
-    cols = list(tasks_lib.get_task(task).metric_names)  # Not their mean.
-    names = ["teacher", *r["variants"]]
-    width = 0.8 / len(cols)
-    for j, col in enumerate(cols):
-      means = [r["teacher"]["dev"][col]]
-      stds = [np.nan]  # No error bar on the single teacher run.
-      seeds = [[r["teacher"]["dev"][col]]]
-      for v in r["variants"].values():
-        means.append(v["mean"][col])
-        stds.append(v["std"][col])
-        seeds.append([run["dev"][col] for run in v["runs"]])
-      x = np.arange(len(names)) + (j - (len(cols) - 1) / 2) * width
-      bars = ax.bar(
-          x,
-          means,
-          width,
-          yerr=stds,
-          capsize=3,
-          label=col,
-          color=f"C{j}",
-          alpha=0.8,
-      )
-      bars[0].set_hatch("//")
-      for xi, ys in zip(x, seeds):
-        ax.plot([xi] * len(ys), ys, "k.", markersize=4)
-    ax.set_xticks(np.arange(len(names)))
-    ax.set_xticklabels(names, rotation=20)
-    ax.set_title(f"{tasks_lib.get_task(task).dir_name} (dev)")
-    lo = min(
-        min(r["teacher"]["dev"][c] for c in cols),
-        *(
-            min(run["dev"][c] for run in v["runs"])
-            for v in r["variants"].values()
-            for c in cols
-        ),
-    )
-    ax.set_ylim(max(0.0, lo - 0.1), 1.0)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper right", fontsize=8)
-  fig.suptitle("CoDIR ablation: mean ± std over seeds")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
-
-
 def write_results(results: dict[str, Any], out: str) -> dict[str, str]:
   """Writes results.json, results.md and results.png; returns their paths."""
   os.makedirs(out, exist_ok=True)
@@ -374,8 +265,8 @@ def write_results(results: dict[str, Any], out: str) -> dict[str, str]:
   with open(paths["json"], "w", encoding="utf-8") as f:
     json.dump(results, f, indent=2, default=float)  # Keeps the run order.
   with open(paths["md"], "w", encoding="utf-8") as f:
-    f.write(format_markdown(results))
-  plot_results(results, paths["png"])
+    f.write(ablation_report.format_markdown(results))
+  ablation_report.plot_results(results, paths["png"])
   return paths
 
 
@@ -489,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         settings, out, keep_checkpoints=args.keep_checkpoints
     )
   paths = write_results(results, out)
-  print(format_markdown(results), flush=True)
+  print(ablation_report.format_markdown(results), flush=True)
   print("Wrote " + ", ".join(paths.values()), flush=True)
   return results
 

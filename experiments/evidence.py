@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
-import hashlib
 import json
 import os
 import subprocess
@@ -58,46 +56,6 @@ DEFAULT_RESULTS = os.path.join(REPO, "experiments", "results")
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
 # Keys that name places, not the recipe: excluded from the config hash.
 _PLACE_KEYS = ("task.data_dir", "teacher.path", "eval.model_path")
-
-
-def recipe(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """The flat config without the keys that name places (paths)."""
-  flat = runs.flatten(runs.config_dict(config))
-  for k in _PLACE_KEYS:
-    flat.pop(k, None)
-  return flat
-
-
-def config_hash(config: ml_collections.ConfigDict) -> str:
-  text = json.dumps(recipe(config), sort_keys=True)
-  return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-@functools.lru_cache(maxsize=None)
-def code_version() -> str:
-  """HEAD's commit, '-dirty' when codir_jax/ or configs/ differ from it.
-
-  Cached: `main` reads it at start, so a long-running worker reports the
-  code it imported, not a later checkout.
-  """
-  try:
-    head = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "codir_jax", "configs"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-  except (OSError, subprocess.CalledProcessError):
-    return "unknown"
-  return head + ("-dirty" if dirty else "")
 
 
 # ----------------------------------------------------------------------------
@@ -163,40 +121,6 @@ def run_config(
 
 
 # ----------------------------------------------------------------------------
-# Claims: several workers share the plan.
-
-
-def _claim(out: str, name: str) -> bool:
-  """Atomically claims run `name` for this process (takes over dead ones)."""
-  path = os.path.join(out, ".claims", name.replace("/", "__"))
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  for _ in range(2):
-    try:
-      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-      try:
-        with open(path, encoding="utf-8") as f:
-          pid = int(f.read().strip() or 0)
-        os.kill(pid, 0)
-        return False  # Alive: someone else runs it.
-      except (ProcessLookupError, ValueError):
-        os.remove(path)  # Stale claim of a dead worker.
-        continue
-      except (FileNotFoundError, PermissionError):
-        return False
-    with os.fdopen(fd, "w") as f:
-      f.write(str(os.getpid()))
-    return True
-  return False
-
-
-def _release(out: str, name: str) -> None:
-  path = os.path.join(out, ".claims", name.replace("/", "__"))
-  if os.path.exists(path):
-    os.remove(path)
-
-
-# ----------------------------------------------------------------------------
 # The driver.
 
 
@@ -242,8 +166,10 @@ def _done(run: plan_lib.Run, paths: Paths, records: dict) -> bool:
   if run.kind != "student" or rec is None:
     return False
   if "config" in rec:  # Keys added to the code later, at default, agree.
-    return not runs.config_differences(rec["config"], recipe(config))
-  return rec["config_hash"] == config_hash(config)
+    return not runs.config_differences(
+        rec["config"], runs.recipe(config, _PLACE_KEYS)
+    )
+  return rec["config_hash"] == runs.config_hash(config, _PLACE_KEYS)
 
 
 def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
@@ -259,9 +185,9 @@ def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
       "steps": summary["steps"],
       "wall_s": float(summary["total_wall_s"]),
       "train_wall_s": float(summary["train_wall_s"]),
-      "config_hash": config_hash(config),
-      "config": recipe(config),
-      "code": code_version(),
+      "config_hash": runs.config_hash(config, _PLACE_KEYS),
+      "config": runs.recipe(config, _PLACE_KEYS),
+      "code": runs.code_version(REPO),
   }
   if run.kind == "student":
     rec["teacher_dev"] = summary.get("teacher_dev")
@@ -338,14 +264,14 @@ def work(
         for r in pending
         if r.kind == "teacher" or _done(plan_lib.teacher_of(r), paths, records)
     ]
-    run = next((r for r in ready if _claim(paths.out, r.name)), None)
+    run = next((r for r in ready if runs.claim(paths.out, r.name)), None)
     if run is None:
       time.sleep(poll_s)  # Others hold the ready runs, or teachers train.
       continue
     try:
       rec = execute(run, paths, records)
     finally:
-      _release(paths.out, run.name)
+      runs.release(paths.out, run.name)
     records = _load_records(paths)
     records[run.name] = rec
     write_results(paths, records, plan)
@@ -412,7 +338,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
   a = parse_args(argv)
-  code_version()  # Pins the version of the code this process imported.
+  runs.code_version(REPO)  # Pins the version of the code this process imported.
   paths = Paths(
       out=os.path.abspath(a.out),
       results=os.path.abspath(a.results),

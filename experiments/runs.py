@@ -1,7 +1,9 @@
 """Running many trainer runs from a script: resume, skip, cache, check.
 
 Shared by experiments/ablation.py and experiments/evidence.py (scripts, not
-part of codir_jax). A run is a config plus its own workdir:
+part of codir_jax). Also: the recipe of a config and its hash, the code
+version a run came from, and claim files that let several worker
+processes share a list of runs. A run is a config plus its own workdir:
 
   * `run_one` runs it, or reads its `summary.json` back when it finished
     (with the same config), or resumes it from its own checkpoint when it
@@ -15,11 +17,14 @@ part of codir_jax). A run is a config plus its own workdir:
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import platform
 import shutil
-from typing import Any, Iterator
+import subprocess
+from typing import Any, Iterator, Sequence
 
 import ml_collections
 
@@ -200,3 +205,78 @@ def cpu_name() -> str:
       else ("AVX2" if "avx2" in flags else "no AVX2")
   )
   return f"{model or platform.machine()}, {isa}"
+
+
+def recipe(
+    config: ml_collections.ConfigDict, place_keys: Sequence[str] = ()
+) -> dict[str, Any]:
+  """The flat config without the keys that name places (paths)."""
+  flat = flatten(config_dict(config))
+  for k in place_keys:
+    flat.pop(k, None)
+  return flat
+
+
+def config_hash(
+    config: ml_collections.ConfigDict, place_keys: Sequence[str] = ()
+) -> str:
+  """A short hash of `recipe(config, place_keys)`."""
+  text = json.dumps(recipe(config, place_keys), sort_keys=True)
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=None)
+def code_version(repo: str) -> str:
+  """HEAD's commit, '-dirty' when codir_jax/ or configs/ differ from it.
+
+  Cached: `main` reads it at start, so a long-running worker reports the
+  code it imported, not a later checkout.
+  """
+  try:
+    head = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "codir_jax", "configs"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return head + ("-dirty" if dirty else "")
+
+
+def claim(out: str, name: str) -> bool:
+  """Atomically claims run `name` for this process (takes over dead ones)."""
+  path = os.path.join(out, ".claims", name.replace("/", "__"))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  for _ in range(2):
+    try:
+      fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+      try:
+        with open(path, encoding="utf-8") as f:
+          pid = int(f.read().strip() or 0)
+        os.kill(pid, 0)
+        return False  # Alive: someone else runs it.
+      except (ProcessLookupError, ValueError):
+        os.remove(path)  # Stale claim of a dead worker.
+        continue
+      except (FileNotFoundError, PermissionError):
+        return False
+    with os.fdopen(fd, "w") as f:
+      f.write(str(os.getpid()))
+    return True
+  return False
+
+
+def release(out: str, name: str) -> None:
+  path = os.path.join(out, ".claims", name.replace("/", "__"))
+  if os.path.exists(path):
+    os.remove(path)

@@ -12,6 +12,7 @@ from tests.train import assets
 from experiments import evidence  # noqa: E402  (REPO is on sys.path)
 from experiments import evidence_plan as plan_lib  # noqa: E402
 from experiments import evidence_stats  # noqa: E402
+from experiments import runs  # noqa: E402
 
 
 def test_paired_interval_matches_scipy_ttest_rel():
@@ -85,7 +86,7 @@ def test_run_configs_carry_the_schedule_and_the_released_recipe():
       plan_lib.Run("sst2", "student", "kd"), data_dir="/d", teacher_dir="/t"
   )
   assert student.task.train_limit == 20000 and student.eval.compare_teacher
-  assert evidence.config_hash(student) != evidence.config_hash(
+  assert runs.config_hash(student) != runs.config_hash(
       evidence.run_config(
           plan_lib.Run("sst2", "student", "kd", seed=1),
           data_dir="/d",
@@ -155,11 +156,11 @@ def test_smoke_plan_runs_reports_and_never_redoes_a_run(tmp_path, tiny_glue):
 
 
 def test_a_live_claim_blocks_and_a_dead_one_is_taken_over(tmp_path):
-  assert evidence._claim(str(tmp_path), "mrpc/kd/seed0")  # pylint: disable=protected-access
-  assert not evidence._claim(str(tmp_path), "mrpc/kd/seed0")  # pylint: disable=protected-access
+  assert runs.claim(str(tmp_path), "mrpc/kd/seed0")
+  assert not runs.claim(str(tmp_path), "mrpc/kd/seed0")
   path = tmp_path / ".claims" / "mrpc__kd__seed0"
   path.write_text("999999999")  # No such process.
-  assert evidence._claim(str(tmp_path), "mrpc/kd/seed0")  # pylint: disable=protected-access
+  assert runs.claim(str(tmp_path), "mrpc/kd/seed0")
 
 
 def test_keys_added_later_at_their_default_do_not_change_the_recipe():
