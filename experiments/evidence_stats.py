@@ -83,8 +83,13 @@ def task_table(task: dict[str, Any]) -> list[str]:
   t = task.get("teacher")
   if t:
     rows.append(f"| teacher | 1 | {t['score']:.4f} | | |")
+  else:
+    rows.append("| teacher | 0 | not finished yet | | |")
   for name, v in task["variants"].items():
-    mean, std = mean_std(v["scores"]) if v["scores"] else (math.nan, 0.0)
+    if not v["scores"]:
+      rows.append(f"| {name} | 0 | not run yet | | |")
+      continue
+    mean, std = mean_std(v["scores"])
     p = task["paired_vs_kd"].get(name)
     if p is None or p["mean_diff"] is None:
       diff, verd = "", ""
