@@ -78,6 +78,53 @@ def require_head(path: str, kd_weight: float, *, suffix: str) -> None:
     )
 
 
+def check_models(
+    s: settings_lib.Settings, tokenizer, *, teacher=None, student=None
+) -> None:
+  """Config values that need the loaded models; one ValueError for all.
+
+  Run right after loading (before the student is cut from the teacher and
+  before compiling): every teacher/student embedding covers the tokenizer
+  (else ids past the table would embed garbage, non-finite losses), the
+  student's layer ids exist in the teacher, and an explicit
+  config.loss.teacher_layers names one existing teacher layer per student
+  layer.
+  """
+  bad, n_tok = [], len(tokenizer)
+  for key, path, m in (
+      ("config.teacher.path", s.models.teacher_path, teacher),
+      ("config.student.path", s.models.student_path, student),
+  ):
+    if m is not None and m.config.vocab_size < n_tok:
+      bad.append(
+          f"{key} = {path!r}: embedding vocabulary {m.config.vocab_size} <"
+          f" the tokenizer's {n_tok} tokens (a tokenizer of another model?)"
+      )
+  if teacher is not None and s.mode != "finetune_teacher":
+    n = teacher.config.num_layers
+    ids = list(s.models.student_layers)
+    if s.models.student_init == "teacher_layers" and any(i > n for i in ids):
+      bad.append(
+          f"config.student.layers = {ids}: the teacher has layers 1..{n}"
+      )
+    num_student = len(ids or models.default_layers(n))
+    if student is not None:
+      num_student = student.config.num_layers
+    tl = s.loss.teacher_layers
+    if not isinstance(tl, str) and (
+        len(tl) != num_student or any(not 1 <= i <= n for i in tl)
+    ):
+      bad.append(
+          f"config.loss.teacher_layers = {list(tl)}: need {num_student}"
+          f" teacher layers (one per student layer) in 1..{n}"
+      )
+  if bad:
+    raise ValueError(
+        f"{len(bad)} config value(s) do not fit the models:\n  "
+        + "\n  ".join(bad)
+    )
+
+
 def load_classifier(
     path: str, *, num_labels: int, dtype, seed: int
 ) -> models.SequenceClassifier:

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 from typing import Any
 
+from absl import logging
 from etils import epath
 import jax
 import orbax.checkpoint as ocp
@@ -107,11 +109,16 @@ def restore_latest(
         ),
     )
   except Exception as e:  # pylint: disable=broad-exception-caught
+    # The library's error (often a long TensorStore spec) stays chained and
+    # is logged in full with --verbosity=1.
+    logging.debug("restoring %s failed: %s", path, e)
+    files = re.findall(re.escape(str(path)) + r"/[^\s'\",;)\]]+", str(e))
+    where = f" ({files[0]})" if files else ""
     raise CheckpointError(
-        f"checkpoint {path} exists but could not be restored"
-        f" ({type(e).__name__}: {e}). Nothing was changed in the workdir;"
-        " move that step directory away to resume from an older one, or use"
-        " a new --workdir."
+        f"checkpoint {path} exists but could not be restored: step {step}"
+        f" is unreadable{where}, {type(e).__name__}. Nothing in the workdir"
+        f" was changed. Delete {path} to resume from the previous"
+        " checkpoint, or use a new --workdir (full error: --verbosity=1)."
     ) from e
   saved_meta = dict(restored["meta"] or {})
   if json.dumps(saved_meta, sort_keys=True) != json.dumps(meta, sort_keys=True):

@@ -30,16 +30,18 @@ def _task_kind(spec) -> str:
 
 
 def _student(
-    s: settings_lib.Settings, teacher_path: str, num_labels: int
+    s: settings_lib.Settings, teacher_path: str, num_labels: int, tokenizer
 ) -> nnx.Module:
   """The student: teacher layers copied, or a given HF checkpoint."""
   m = s.models
   dtype = builders.dtype_of(m.student_dtype, "config.student.dtype")
   if m.student_init == "pretrained":
     path = builders.resolve_path(m.student_path, "config.student.path")
-    return builders.load_classifier(
+    student = builders.load_classifier(
         path, num_labels=num_labels, dtype=dtype, seed=s.seed
     )
+    builders.check_models(s, tokenizer, student=student)
+    return student
   source = builders.load_classifier(
       teacher_path, num_labels=num_labels, dtype=dtype, seed=s.seed
   )
@@ -66,6 +68,7 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
         seed=s.seed,
     )
     teacher = None
+    builders.check_models(s, data.tokenizer, teacher=model)
     obj_spec = objective_lib.Spec(task_kind=_task_kind(spec))
     export_name = "teacher"
   else:
@@ -78,7 +81,8 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
         dtype=t_dtype,
         seed=s.seed,
     )
-    model = _student(s, teacher_path, spec.num_labels)
+    builders.check_models(s, data.tokenizer, teacher=teacher)
+    model = _student(s, teacher_path, spec.num_labels, data.tokenizer)
     obj_spec = objective_lib.spec_from_settings(
         s,
         task_kind=_task_kind(spec),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import math
 import os
 import time
@@ -96,29 +97,80 @@ def _export(run: Run, params: Any, name: str) -> str | None:
 
 
 class _MetricLog:
-  """Buffers per-step device metrics; checks them for NaN when flushed."""
+  """Buffers per-step device metrics; the NaN/inf tripwire checks them.
 
-  def __init__(self, writer: metrics_lib.MetricWriter, manager):
+  Every checkpoint save flushes first, so no checkpoint is written from a
+  step whose loss, gradients, update or parameters were non-finite (the
+  step's fused 'finite' flag). The loss of step j is computed on the
+  parameters of step j - 1: when it is non-finite, replaying checkpoint
+  j - 1 would diverge again whatever the learning rate, so that checkpoint
+  is moved to `<workdir>/nonfinite/` and the error names the one before.
+  """
+
+  def __init__(self, writer: metrics_lib.MetricWriter, manager, workdir):
     self.writer, self.manager, self.pending = writer, manager, []
+    self.workdir = workdir
 
   def add(self, m) -> None:
     self.pending.append(m)
 
-  def flush(self, step: int, *, report: bool) -> None:
+  def flush(self, step: int) -> None:
+    """Checks and logs the buffered steps (the window ending at `step`)."""
     if not self.pending:
       return
-    means = metrics_lib.mean_of(jax.device_get(self.pending))
+    history = jax.device_get(self.pending)
     self.pending = []
-    if not all(math.isfinite(means[k]) for k in ("loss", "l2_grads")):
-      raise FloatingPointError(
-          f"non-finite training loss/gradient by step {step}: {means}."
-          f" Stopped without saving; the last good checkpoint is step"
-          f" {self.manager.latest_step()} in {self.manager.directory}"
-          " (lower config.optim.lr or use float32)."
-      )
-    if report:
-      self.writer.write(step, "train", means)
-      self.writer.progress(step, means)
+    for i, m in enumerate(history):
+      row = metrics_lib.mean_of([m])
+      if not _finite(row):
+        self._trip(step - len(history) + 1 + i, row)
+    means = metrics_lib.mean_of(history)
+    self.writer.write(step, "train", means)
+    self.writer.progress(step, means)
+
+  def _trip(self, step: int, row: dict[str, float]) -> None:
+    """Moves aside the checkpoints that replay the divergence; raises."""
+    self.manager.wait_until_finished()
+    forward_bad = not all(math.isfinite(row[k]) for k in ("loss", "l2_grads"))
+    first_bad = step - 1 if forward_bad else step
+    bad = [s for s in self.manager.all_steps() if s >= first_bad]
+    aside = os.path.join(os.path.abspath(self.workdir), "nonfinite")
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      for s in bad:
+        os.replace(
+            os.path.join(self.manager.directory, str(s)),
+            os.path.join(aside, f"checkpoint_{s}"),
+        )
+      record = {"step": step, "metrics": row, "moved_checkpoints": bad}
+      with open(os.path.join(aside, f"{step}.json"), "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    self.manager.reload()
+    good = self.manager.latest_step()
+    moved = (
+        f" Checkpoint(s) {bad}, whose next step diverged, were moved to"
+        f" {aside}."
+        if bad
+        else ""
+    )
+    resume = (
+        f"the last finite checkpoint is step {good} in"
+        f" {self.manager.directory}; rerun with a lower config.optim.lr (or"
+        " float32) to resume from it"
+        if good is not None
+        else "no finite checkpoint is left; a rerun starts from step 0"
+    )
+    raise FloatingPointError(
+        f"non-finite loss/gradients/parameters at step {step}: {row}."
+        f" Nothing of step {step} was saved.{moved} Stopped: {resume}."
+    )
+
+
+def _finite(row: dict[str, float]) -> bool:
+  keys = ("loss", "l2_grads")
+  return row.get("finite", 1.0) == 1.0 and all(
+      math.isfinite(row[k]) for k in keys
+  )
 
 
 @dataclasses.dataclass
@@ -208,22 +260,23 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   train_step, teacher_params = compiled.train_step, compiled.teacher_params
 
   total = run.optim.total_steps
+  step = int(jax.device_get(state.step))
   writer = metrics_lib.MetricWriter(
       run.workdir,
       total_steps=total,
       enabled=jax.process_index() == 0,
       tensorboard=run.tensorboard,
+      resume_step=step,
   )
-  log = _MetricLog(writer, manager)
+  log = _MetricLog(writer, manager, run.workdir)
   flag = checkpointing.PreemptionFlag(manager)
-  step = int(jax.device_get(state.step))
   writer.start(step)
 
   def evaluate(params):
     return run.evaluate(run.graphs.student, params["student"])
 
   def save(force: bool) -> None:
-    log.flush(step, report=False)
+    log.flush(step)
     checkpointing.save(
         manager,
         step,
@@ -249,7 +302,7 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
       step += 1
       log.add(m)
       if step % run.log_every == 0 or step == total:
-        log.flush(step, report=True)
+        log.flush(step)
       if run.eval_every and step % run.eval_every == 0 and step < total:
         scores = evaluate(state.params)
         last_eval = (step, scores)

@@ -49,6 +49,26 @@ def _format_eta(seconds: float) -> str:
   return f"{h:d}:{m:02d}:{s:02d}"
 
 
+def drop_rows_after(path: str, step: int) -> None:
+  """Rewrites the JSONL file `path` without rows past `step` (atomic)."""
+  if not os.path.exists(path):
+    return
+  with open(path, encoding="utf-8") as f:
+    lines = f.readlines()
+  # A torn last line (killed mid-write) is dropped too.
+  keep = [
+      l
+      for l in lines
+      if l.endswith("\n") and json.loads(l).get("step", 0) <= step
+  ]
+  if len(keep) == len(lines):
+    return
+  tmp = path + ".tmp"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(keep)
+  os.replace(tmp, path)
+
+
 class MetricWriter:
   """Writes scalars to JSONL + TensorBoard and prints progress lines."""
 
@@ -60,7 +80,20 @@ class MetricWriter:
       enabled: bool = True,
       tensorboard: bool = True,
       stream: TextIO = sys.stdout,
+      resume_step: int = 0,
   ):
+    """Opens `<workdir>/metrics.jsonl` for appending.
+
+    Args:
+      workdir: the run's directory.
+      total_steps: for the progress line's percentage and ETA.
+      enabled: False on processes other than 0 (they write nothing).
+      tensorboard: also write TensorBoard event files.
+      stream: where progress lines go.
+      resume_step: the step the run (re)starts from; rows logged past it by
+        an earlier, killed process are dropped first (atomically), so the
+        file holds one row per step and split across kills and resumes.
+    """
     self._enabled = enabled
     self._total = total_steps
     self._stream = stream
@@ -71,9 +104,9 @@ class MetricWriter:
     if not enabled:
       return
     os.makedirs(workdir, exist_ok=True)
-    self._jsonl = open(
-        os.path.join(workdir, "metrics.jsonl"), "a", encoding="utf-8"
-    )
+    path = os.path.join(workdir, "metrics.jsonl")
+    drop_rows_after(path, resume_step)
+    self._jsonl = open(path, "a", encoding="utf-8")
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 

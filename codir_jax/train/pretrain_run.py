@@ -64,12 +64,16 @@ def _mlm_model(path: str, dtype, seed: int) -> models.MaskedLM:
   return models.from_pretrained(path, head="masked_lm", dtype=dtype, seed=seed)
 
 
-def _student(s: settings_lib.Settings, teacher_path: str) -> models.MaskedLM:
+def _student(
+    s: settings_lib.Settings, teacher_path: str, tokenizer
+) -> models.MaskedLM:
   m = s.models
   dtype = builders.dtype_of(m.student_dtype, "config.student.dtype")
   if m.student_init == "pretrained":
     path = builders.resolve_path(m.student_path, "config.student.path")
-    return _mlm_model(path, dtype, s.seed)
+    student = _mlm_model(path, dtype, s.seed)
+    builders.check_models(s, tokenizer, student=student)
+    return student
   source = _mlm_model(teacher_path, dtype, s.seed)
   return models.make_student(source, list(m.student_layers) or None)
 
@@ -105,8 +109,9 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
   builders.require_head(teacher_path, s.loss.kd_weight, suffix="ForMaskedLM")
   t_dtype = builders.dtype_of(s.models.teacher_dtype, "config.teacher.dtype")
   teacher = _mlm_model(teacher_path, t_dtype, s.seed)
-  model = _student(s, teacher_path)
   tokenizer = models.load_tokenizer(teacher_path)
+  builders.check_models(s, tokenizer, teacher=teacher)
+  model = _student(s, teacher_path, tokenizer)
   uses_queue = s.loss.crd_weight > 0 and s.loss.negatives == "bank"
   obj_spec = objective_lib.spec_from_settings(
       s,

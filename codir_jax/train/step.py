@@ -6,7 +6,9 @@ objective's terms (`objective.py` has the table and the equations); the
 optax update; the memory-bank write; step + 1. Plain fine-tuning of a
 teacher (`finetune_teacher`) is the same step with no teacher: L = task.
 Each term is a mean over its own mask (valid rows of the global batch, or
-masked tokens in CoDIR-Pre). Metrics come back as `{name: (sum, count)}`.
+masked tokens in CoDIR-Pre). Metrics come back as `{name: (sum, count)}`;
+'finite' is 1.0 when the loss, the gradients, the update and the updated
+parameters are all finite (the loop checks it before any checkpoint).
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def train_step(
   norms = {"l2_grads": grads, "l2_params": params, "l2_updates": updates}
   one = jnp.ones((), jnp.float32)
   metrics.update({k: (optax.tree.norm(t), one) for k, t in norms.items()})
+  # The NaN/inf tripwire: one flag from the loss and the norms just taken
+  # (a norm is finite iff every element is, barring overflow past ~1e19).
+  total = metrics["loss"][0] + sum(metrics[k][0] for k in norms)
+  metrics["finite"] = (jnp.isfinite(total).astype(jnp.float32), one)
   bank = obj.write_bank(state.bank, aux, batch, mesh)
   log_z = aux.get("log_z", state.log_z)
   state = state.replace(step=state.step + 1, params=params)

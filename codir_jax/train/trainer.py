@@ -31,6 +31,7 @@ from codir_jax.train import evaluation
 from codir_jax.train import glue_run
 from codir_jax.train import loop
 from codir_jax.train import pretrain_run
+from codir_jax.train import recipe
 from codir_jax.train import settings as settings_lib
 from codir_jax.train import task_data
 
@@ -100,6 +101,22 @@ def _fit(
   }
 
 
+def _finished(s: settings_lib.Settings, workdir: str, title: str):
+  """The stored summary if `workdir` finished this recipe (else None).
+
+  Refuses a workdir whose run has another recipe (`recipe.py`) before
+  anything is loaded or written.
+  """
+  stored = recipe.check_resume(
+      workdir, s.config_json, defaults=settings_lib.base_defaults()
+  )
+  if stored is not None:
+    if jax.process_index() == 0:
+      print(f"{workdir} already holds this finished run.", flush=True)
+    _print_summary(title, stored)
+  return stored
+
+
 def _preempted(s: settings_lib.Settings, result) -> dict[str, Any]:
   return {"mode": s.mode, "preempted": True, "steps": result.steps}
 
@@ -107,6 +124,9 @@ def _preempted(s: settings_lib.Settings, result) -> dict[str, Any]:
 def _train(s: settings_lib.Settings, workdir: str, mesh) -> dict[str, Any]:
   """finetune_teacher / distill: train, evaluate, export."""
   t0 = time.perf_counter()
+  done = _finished(s, workdir, f"{s.mode} {s.data.task}")
+  if done is not None:
+    return done
   run, data = glue_run.build_run(s, workdir, mesh)
   result, summary = _fit(s, workdir, run, t0)
   if summary is None:
@@ -133,6 +153,9 @@ def _train(s: settings_lib.Settings, workdir: str, mesh) -> dict[str, Any]:
 def _pretrain(s: settings_lib.Settings, workdir: str, mesh) -> dict[str, Any]:
   """pretrain_distill: CoDIR-Pre, then the MLM metrics of both models."""
   t0 = time.perf_counter()
+  done = _finished(s, workdir, "pretrain_distill")
+  if done is not None:
+    return done
   run, eval_batches = pretrain_run.build_run(s, workdir, mesh)
   result, summary = _fit(s, workdir, run, t0)
   if summary is None:

@@ -134,16 +134,19 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(
   def poisoned(state, batch, teacher_params, **kw):
     new, metrics = original(state, batch, teacher_params, **kw)
     s, c = metrics["loss"]
-    metrics["loss"] = (jnp.where(state.step >= 2, jnp.nan, s), c)
+    metrics["loss"] = (jnp.where(state.step >= 4, jnp.nan, s), c)
     return new, metrics
 
   monkeypatch.setattr(step_lib, "train_step", poisoned)
+  # Step 5's loss is NaN: checkpoint 4 (its input) would replay it.
   with pytest.raises(
-      FloatingPointError, match="last good checkpoint is step 2"
+      FloatingPointError, match="last finite checkpoint is step 2"
   ):
     _run(tmp_path, tiny_dirs, name="nan")
   ckpts = sorted(os.listdir(tmp_path / "nan" / "checkpoints"))
   assert ckpts == ["2"], ckpts
+  aside = sorted(os.listdir(tmp_path / "nan" / "nonfinite"))
+  assert aside == ["5.json", "checkpoint_4"], aside
 
 
 def test_missing_teacher_path_is_named(tmp_path, tiny_dirs):
@@ -215,10 +218,17 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(
     return out
 
   before = snapshot()
+  os.remove(os.path.join(workdir, "summary.json"))  # As if killed.
   with pytest.raises(
       Exception, match="checkpoints/2 exists but could not be restored"
-  ):
-    _run(tmp_path, tiny_dirs, name="c", optim__num_steps=4)
+  ) as err:
+    _run(tmp_path, tiny_dirs, name="c", optim__num_steps=2)
+  # One short paragraph; the library's detail stays chained.
+  message = str(err.value)
+  assert len(message) < 700 and "\n" not in message, message
+  assert f"Delete {os.path.dirname(state_dir)}" in message, message
+  assert err.value.__cause__ is not None
+  del before[os.path.join(workdir, "summary.json")]
   assert snapshot() == before
 
 
