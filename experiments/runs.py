@@ -28,21 +28,12 @@ from typing import Any, Iterator, Sequence
 
 import ml_collections
 
+from codir_jax.train.recipe import flatten
+
 
 def config_dict(config: ml_collections.ConfigDict) -> dict[str, Any]:
   """The config as plain JSON values (what trainer writes to config.json)."""
   return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-  """{'a': {'b': 1}} -> {'a.b': 1}."""
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def config_differences(
