@@ -273,10 +273,7 @@ def spec_from_settings(
           " config.loss.objective='info_nce' and config.loss.positive="
           "'current'"
       )
-    if b.num_negatives < 1:
-      raise ValueError(f"config.bank.num_negatives = {b.num_negatives} < 1")
-  if not 0.0 <= l.kd_weight <= 1.0:
-    raise ValueError(f"config.loss.kd_weight = {l.kd_weight}; need [0, 1]")
+  # Ranges (K >= 1, beta in [0, 1], ...) are checked in settings.from_config.
   return Spec(
       task_kind=task_kind,
       bank_kind=bank_kind,
