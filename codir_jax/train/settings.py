@@ -15,6 +15,8 @@ from typing import Any
 
 import ml_collections
 
+from codir_jax import config_checks
+
 MODES = (
     "finetune_teacher",
     "distill",
@@ -172,72 +174,6 @@ class Settings:
   config_json: str  # The resolved config, as written to config.json.
 
 
-def check_choices(config: ml_collections.ConfigDict) -> None:
-  """Every named alternative in CHOICES is one of its allowed values."""
-  for key, allowed in CHOICES.items():
-    group, name = key.split(".")
-    value = config[group][name]
-    if value not in allowed:
-      raise ValueError(f"config.{key} = {value!r}; choose from {allowed}")
-
-
-# (key, requirement, test) for every numeric field; `from_config` collects
-# every offender into one ValueError before anything compiles or touches the
-# workdir. Checks that need the models (layer ids, vocabulary sizes) run in
-# the run builders right after loading them (builders.check_models).
-_RANGES = (
-    ("loss.temperature", "> 0", lambda v: v > 0),
-    ("loss.kd_temperature", "> 0", lambda v: v > 0),
-    ("loss.kd_weight", "in [0, 1]", lambda v: 0 <= v <= 1),
-    ("loss.crd_weight", ">= 0", lambda v: v >= 0),
-    ("loss.pkd_weight", ">= 0", lambda v: v >= 0),
-    ("loss.proj_dim", ">= 1", lambda v: v >= 1),
-    ("bank.num_negatives", ">= 1", lambda v: v >= 1),
-    ("bank.queue_size", ">= 1", lambda v: v >= 1),
-    ("bank.momentum", "in [0, 1]", lambda v: 0 <= v <= 1),
-    ("optim.batch_size", ">= 1", lambda v: v >= 1),
-    ("optim.lr", "> 0", lambda v: v > 0),
-    ("optim.eps", "> 0", lambda v: v > 0),
-    ("optim.weight_decay", ">= 0", lambda v: v >= 0),
-    ("optim.warmup_frac", "in [0, 1]", lambda v: 0 <= v <= 1),
-    ("optim.clip_norm", ">= 0 (0 = no clipping)", lambda v: v >= 0),
-    ("optim.num_steps", ">= 0 (0 = use num_epochs)", lambda v: v >= 0),
-    ("task.eval_batch_size", ">= 1", lambda v: v >= 1),
-    ("task.max_len", ">= 8", lambda v: v >= 8),
-    ("ckpt.every_steps", ">= 1", lambda v: v >= 1),
-    ("ckpt.keep", ">= 1", lambda v: v >= 1),
-    ("log.every_steps", ">= 1", lambda v: v >= 1),
-    ("log.eval_every_steps", ">= 0 (0 = only at the end)", lambda v: v >= 0),
-)
-
-
-def check_values(config: ml_collections.ConfigDict) -> None:
-  """Every numeric field in range; one ValueError listing all offenders."""
-  bad = []
-  for key, need, ok in _RANGES:
-    group, name = key.split(".")
-    value = config[group][name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-      bad.append(f"config.{key} = {value!r}: need a number {need}")
-    elif not ok(value):
-      bad.append(f"config.{key} = {value!r}: need {need}")
-  o = config.optim
-  if o.num_steps == 0 and not o.num_epochs > 0:
-    bad.append(
-        f"config.optim.num_epochs = {o.num_epochs!r}: need > 0 when"
-        " config.optim.num_steps = 0"
-    )
-  ids = list(config.student.layers)
-  if any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in ids):
-    bad.append(f"config.student.layers = {ids}: need ints >= 1 (1-based)")
-  elif any(b <= a for a, b in zip(ids, ids[1:])):
-    bad.append(f"config.student.layers = {ids}: need strictly increasing")
-  if bad:
-    raise ValueError(
-        f"{len(bad)} invalid config value(s):\n  " + "\n  ".join(bad)
-    )
-
-
 def _layers(value: Any) -> Any:
   return value if isinstance(value, str) else tuple(int(i) for i in value)
 
@@ -246,8 +182,8 @@ def from_config(config: ml_collections.ConfigDict) -> Settings:
   """Validated settings of `config` (raises ValueError naming the key)."""
   if config.mode not in MODES:
     raise ValueError(f"config.mode = {config.mode!r}; choose from {MODES}")
-  check_choices(config)
-  check_values(config)
+  config_checks.check_choices(config, CHOICES)
+  config_checks.check_values(config)
   t, p, l, b, o = (
       config.task,
       config.pretrain,
