@@ -1,27 +1,12 @@
-"""Every GLUE task's file layout and the reader's errors, on small files."""
-
-import os
-import re
+"""Every GLUE task's file layout, read from small files."""
 
 import numpy as np
 import pytest
 
 from codir_jax import data
-
-
-def write(root, rel, lines, *, bom=False, newline='\n'):
-  path = os.path.join(root, rel)
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  text = ''.join(line + newline for line in lines)
-  with open(
-      path, 'w', encoding='utf-8-sig' if bom else 'utf-8', newline=''
-  ) as f:
-    f.write(text)
-  return path
-
-
-def tsv(*fields):
-  return '\t'.join(fields)
+from tests.data.glue_tsv import mnli_row
+from tests.data.glue_tsv import tsv
+from tests.data.glue_tsv import write
 
 
 def test_cola_without_header(tmp_path):
@@ -145,23 +130,15 @@ def test_qqp(tmp_path):
   assert (t.text_a, t.text_b, t.labels.tolist()) == (['q1'], ['q2'], [-1])
 
 
-def _mnli_row(n_fields, s1, s2, label=None):
-  fields = [str(i) for i in range(n_fields)]
-  fields[8], fields[9] = s1, s2
-  if label is not None:
-    fields[-1] = label
-  return tsv(*fields)
-
-
 def test_mnli_all_splits(tmp_path):
   write(
       tmp_path,
       'MNLI/train.tsv',
       [
-          _mnli_row(12, 'h', 'h'),
-          _mnli_row(12, 'P0', 'H0', 'neutral'),
-          _mnli_row(12, 'P1', 'H1', 'contradiction'),
-          _mnli_row(12, 'P2', 'H2', 'entailment'),
+          mnli_row(12, 'h', 'h'),
+          mnli_row(12, 'P0', 'H0', 'neutral'),
+          mnli_row(12, 'P1', 'H1', 'contradiction'),
+          mnli_row(12, 'P2', 'H2', 'entailment'),
       ],
   )
   s = data.load_split('mnli', 'train', data_dir=tmp_path)
@@ -174,7 +151,7 @@ def test_mnli_all_splits(tmp_path):
     write(
         tmp_path,
         f'MNLI/{split}.tsv',
-        [_mnli_row(16, 'h', 'h'), _mnli_row(16, 'p', 'q', label)],
+        [mnli_row(16, 'h', 'h'), mnli_row(16, 'p', 'q', label)],
     )
     d = data.load_split('mnli', split, data_dir=tmp_path)
     assert d.labels.tolist() == [want] and d.text_b == ['q']
@@ -183,9 +160,9 @@ def test_mnli_all_splits(tmp_path):
         tmp_path,
         f'MNLI/{split}.tsv',
         [
-            _mnli_row(10, 'h', 'h'),
-            _mnli_row(10, 'a', 'b'),
-            _mnli_row(10, 'c', 'd'),
+            mnli_row(10, 'h', 'h'),
+            mnli_row(10, 'a', 'b'),
+            mnli_row(10, 'c', 'd'),
         ],
     )
     t = data.load_split('mnli', split, data_dir=tmp_path)
@@ -269,149 +246,3 @@ def test_crlf_and_odd_characters(tmp_path):
   s = data.load_split('sst2', 'dev', data_dir=tmp_path)
   assert s.text_a == ['a\rb \u2028c\x1c', 'd']
   np.testing.assert_array_equal(s.labels, [1, 0])
-
-
-# --- errors -----------------------------------------------------------------
-
-
-def test_malformed_row_names_file_and_line(tmp_path):
-  path = write(
-      tmp_path,
-      'SST-2/train.tsv',
-      [
-          tsv('sentence', 'label'),
-          tsv('good', '1'),
-          tsv('bad', '1', 'extra'),
-          tsv('fine', '0'),
-      ],
-  )
-  with pytest.raises(ValueError) as e:
-    data.load_split('sst2', 'train', data_dir=tmp_path)
-  assert f'{path}:3:' in str(e.value) and 'malformed' in str(e.value)
-  s = data.load_split('sst2', 'train', data_dir=tmp_path, skip_malformed=True)
-  assert s.text_a == ['good', 'fine']
-
-
-def test_blank_line_in_cola_is_malformed(tmp_path):
-  path = write(
-      tmp_path,
-      'CoLA/dev.tsv',
-      [tsv('s', '1', '', 'x'), '', tsv('s', '0', '*', 'y')],
-  )
-  with pytest.raises(ValueError, match=re.escape(f'{path}:2:')):
-    data.load_split('cola', 'dev', data_dir=tmp_path)
-
-
-def test_bad_header_names_line_1(tmp_path):
-  path = write(
-      tmp_path,
-      'RTE/train.tsv',
-      ['index\tsentence1', tsv('0', 'a', 'b', 'entailment')],
-  )
-  with pytest.raises(ValueError, match=re.escape(f'{path}:1:')):
-    data.load_split('rte', 'train', data_dir=tmp_path)
-
-
-@pytest.mark.parametrize(
-    'task, dirname, rows, bad',
-    [
-        (
-            'mnli',
-            'MNLI/dev_matched.tsv',
-            [
-                _mnli_row(16, 'h', 'h'),
-                _mnli_row(16, 'a', 'b', 'neutral'),
-                _mnli_row(16, 'a', 'b', 'maybe'),
-            ],
-            'maybe',
-        ),
-        (
-            'rte',
-            'RTE/dev.tsv',
-            [
-                tsv('index', 'sentence1', 'sentence2', 'label'),
-                tsv('0', 'a', 'b', 'entailment'),
-                tsv('1', 'a', 'b', '1'),
-            ],
-            '1',
-        ),
-    ],
-)
-def test_unknown_label_names_file_and_line(tmp_path, task, dirname, rows, bad):
-  path = write(tmp_path, dirname, rows)
-  split = os.path.basename(dirname)[:-4]
-  with pytest.raises(ValueError) as e:
-    data.load_split(task, split, data_dir=tmp_path)
-  msg = str(e.value)
-  assert f'{path}:3:' in msg and f'unknown label {bad!r}' in msg
-
-
-@pytest.mark.parametrize('score', ['abc', '5.5', '-1', ''])
-def test_bad_stsb_score(tmp_path, score):
-  cols = [str(i) for i in range(7)]
-  path = write(
-      tmp_path,
-      'STS-B/dev.tsv',
-      [
-          tsv(*cols, 's1', 's2', 'score'),
-          tsv(*cols, 'a', 'b', '1.0'),
-          tsv(*cols, 'a', 'b', score),
-      ],
-  )
-  with pytest.raises(ValueError, match=re.escape(f'{path}:3: unknown label')):
-    data.load_split('stsb', 'dev', data_dir=tmp_path)
-
-
-def test_empty_and_header_only_files(tmp_path):
-  path = write(tmp_path, 'RTE/dev.tsv', [])
-  with pytest.raises(ValueError, match=re.escape(f'{path} is empty')):
-    data.load_split('rte', 'dev', data_dir=tmp_path)
-  path = write(
-      tmp_path,
-      'RTE/train.tsv',
-      [tsv('index', 'sentence1', 'sentence2', 'label')],
-  )
-  with pytest.raises(ValueError, match=re.escape(f'{path} has no data rows')):
-    data.load_split('rte', 'train', data_dir=tmp_path)
-
-
-def test_missing_file_names_expected_path(tmp_path):
-  want = os.path.join(tmp_path, 'QNLI', 'dev.tsv')
-  with pytest.raises(FileNotFoundError, match=re.escape(f'expected {want}')):
-    data.load_split('qnli', 'dev', data_dir=tmp_path)
-
-
-def test_unknown_task_split_and_source(tmp_path):
-  with pytest.raises(ValueError, match='Unknown GLUE task'):
-    data.load_split('squad', 'train', data_dir=tmp_path)
-  with pytest.raises(ValueError, match='no split'):
-    data.load_split('sst2', 'validation', data_dir=tmp_path)
-  with pytest.raises(ValueError, match='Unknown GLUE source'):
-    data.load_split('sst2', 'train', data_dir=tmp_path, source='parquet')
-
-
-def test_task_table():
-  assert set(data.TASKS) == {
-      'cola',
-      'sst2',
-      'mrpc',
-      'stsb',
-      'qqp',
-      'mnli',
-      'qnli',
-      'rte',
-      'wnli',
-      'ax',
-  }
-  assert data.get_task('mnli').label_names == (
-      'contradiction',
-      'entailment',
-      'neutral',
-  )
-  assert data.get_task('rte').label_names == ('entailment', 'not_entailment')
-  assert data.get_task('STS-B').is_regression
-  assert data.get_task('stsb').num_labels == 1
-  assert data.get_task('mnli').num_labels == 3
-  assert data.get_task('qqp').metric_names == ('accuracy', 'f1')
-  assert data.get_task('cola').metric_names == ('mcc',)
-  assert not data.get_task('cola').splits['train'].has_header
