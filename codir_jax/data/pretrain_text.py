@@ -12,11 +12,23 @@ right after a document with its separator.
 
 Batches and sharding. Global batch s of an epoch is rows
 `[s*G, (s+1)*G)`, `G = batch_size * process_count`, and process p takes
-rows `[p*B, (p+1)*B)` of it (as `pipeline.BatchIterator`). Every process
-reads and tokenises the whole corpus (only masking is per process), so all
-processes agree on the row stream and run the same number of steps without
-communicating. The last global batch of an epoch is padded with invalid rows
-(`valid` False), or dropped with `drop_remainder=True`. With
+rows `[p*B, (p+1)*B)` of it (as `pipeline.BatchIterator`). The last global
+batch of an epoch is padded with invalid rows (`valid` False), or dropped
+with `drop_remainder=True`.
+
+Several processes. Rows are cut from one packed stream, so where a row
+starts depends on the token count of every document before it: a process
+cannot find its rows from a private subset of the corpus. With `exchange`
+(an all-gather across processes, `host_exchange.allgather` under JAX),
+process p tokenises only segments p, p + P, ... of each chunk and receives
+the other ids (`text_stream.SegmentEncoder`): tokenisation is split P ways,
+every process holds the whole token stream, and the rows, masks, shuffle,
+epoch ends, padding and `get_state()` are exactly those of one process with
+batch size G. Every process reads every byte (one sequential scan; the
+UTF-8 check at construction also scans every file) and exchanges about 4
+bytes per token. The exchange runs inside `next()` (and the constructor)
+at the same calls on every process, so every process must iterate in step.
+Without `exchange` each process tokenises the whole corpus (same batches). With
 `shuffle_buffer=W` (a multiple of G; default 0 = off), the rows of each
 window of W consecutive rows are permuted by
 `default_rng([seed, 1, epoch, window])`; memory grows by W rows.
@@ -50,7 +62,9 @@ from codir_jax.data.mlm_masking import mask_tokens
 from codir_jax.data.mlm_masking import special_ids
 from codir_jax.data.text_stream import DEFAULT_CHUNK_BYTES
 from codir_jax.data.text_stream import DOC_FORMATS
+from codir_jax.data.text_stream import Exchange
 from codir_jax.data.text_stream import MIN_CHUNK_BYTES
+from codir_jax.data.text_stream import SegmentEncoder
 from codir_jax.data.text_stream import StreamPosition
 from codir_jax.data.text_stream import TextReader
 from codir_jax.data.text_stream import TokenStream
@@ -88,6 +102,7 @@ class PretrainIterator(Iterator[Batch]):
       process_index: int = 0,
       process_count: int = 1,
       chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+      exchange: Exchange | None = None,
   ):
     """Builds the iterator at epoch 0, step 0 (tokenises one chunk to check).
 
@@ -107,6 +122,10 @@ class PretrainIterator(Iterator[Batch]):
       process_index: this process (`jax.process_index()`).
       process_count: number of processes (`jax.process_count()`).
       chunk_bytes: bytes of text read and tokenised at a time (>= 64).
+      exchange: all-gather across the `process_count` processes (this
+        process's int32 arrays -> every process's lists, in process order);
+        with it each process tokenises 1/process_count of the corpus. None:
+        each tokenises all of it.
     """
     if doc_format not in DOC_FORMATS:
       raise ValueError(
@@ -164,9 +183,15 @@ class PretrainIterator(Iterator[Batch]):
     )
     backend.no_truncation()
     backend.no_padding()
+    encoder = SegmentEncoder(
+        backend,
+        process_index=process_index,
+        process_count=process_count,
+        exchange=exchange,
+    )
     self._stream = TokenStream(
         TextReader(self.files, doc_format, chunk_bytes),
-        backend,
+        encoder,
         sep_id=self._end_id,
         chunk_bytes=chunk_bytes,
     )

@@ -13,12 +13,19 @@ more than `chunk_bytes` of text. Segments are tokenised `chunk_bytes` at a
 time with the Rust backend of a fast tokenizer (`encode_batch_fast`, no
 special tokens), and at most one tokenised chunk is buffered: memory does not
 grow with the corpus.
+
+Several processes (`SegmentEncoder`). Process p of P tokenises segments
+p, p + P, p + 2P, ... of each chunk, and `exchange`, an all-gather, hands it
+the other processes' ids: every process ends with the ids of every segment,
+as if it had tokenised them all, having tokenised 1/P of them. Every process
+still reads every byte (segment boundaries and the parser's flags come from
+one sequential scan, cheap next to tokenisation).
 """
 
 import collections
 import glob
 import os
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 import tokenizers
@@ -29,6 +36,8 @@ DOC_FORMATS = ('line', 'blank_line')
 MIN_CHUNK_BYTES = 64
 DEFAULT_CHUNK_BYTES = 1 << 20
 _MAX_CHUNK_SEGMENTS = 8192
+# This process's token arrays -> every process's arrays, in process order.
+Exchange = Callable[[list[np.ndarray]], Sequence[Sequence[np.ndarray]]]
 
 
 class StreamPosition(NamedTuple):
@@ -143,19 +152,64 @@ class TextReader:
     return None
 
 
+class SegmentEncoder:
+  """Token ids of text segments; with several processes each encodes a share.
+
+  Called with the segments of a chunk (the same on every process), process
+  `process_index` encodes segments `process_index::process_count` and
+  `exchange` returns every process's ids. Without `exchange`, or with one
+  process, it encodes them all.
+  """
+
+  def __init__(
+      self,
+      backend: tokenizers.Tokenizer,
+      *,
+      process_index: int = 0,
+      process_count: int = 1,
+      exchange: Exchange | None = None,
+  ):
+    self._encode = getattr(backend, 'encode_batch_fast', backend.encode_batch)
+    if exchange is None:
+      process_index, process_count = 0, 1
+    self._index, self._count = process_index, process_count
+    self._exchange = exchange
+
+  def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
+    """[len(texts)] int32 id arrays, no special tokens."""
+    n = self._count
+    mine = list(texts[self._index :: n])
+    encodings = self._encode(mine, add_special_tokens=False) if mine else []
+    ids = [np.asarray(e.ids, np.int32) for e in encodings]
+    if n == 1:
+      return ids
+    shares = self._exchange(ids)
+    if len(shares) != n:
+      raise ValueError(f'exchange returned {len(shares)} shares for {n}')
+    out = [None] * len(texts)
+    for q, share in enumerate(shares):
+      want = len(range(q, len(texts), n))
+      if len(share) != want:
+        raise ValueError(
+            f'process {q} sent {len(share)} token arrays for {want} segments'
+        )
+      out[q::n] = share
+    return out
+
+
 class TokenStream:
   """The token stream of an epoch (documents and separators), via `take`."""
 
   def __init__(
       self,
       reader: TextReader,
-      backend: tokenizers.Tokenizer,
+      encode: Callable[[list[str]], list[np.ndarray]],
       *,
       sep_id: int,
       chunk_bytes: int,
   ):
     self._reader = reader
-    self._encode = getattr(backend, 'encode_batch_fast', backend.encode_batch)
+    self._encode = encode
     self._sep = np.asarray([sep_id], np.int32)
     self._chunk_bytes = chunk_bytes
     self._pending = collections.deque()  # (StreamPosition, ids [n] int32)
@@ -188,11 +242,8 @@ class TokenStream:
         size += len(segment[1])
       if not segments:
         return False
-      encodings = self._encode(
-          [s[1] for s in segments], add_special_tokens=False
-      )
-      for (pos, _, starts_doc), encoding in zip(segments, encodings):
-        ids = np.asarray(encoding.ids, np.int32)
+      encoded = self._encode([s[1] for s in segments])
+      for (pos, _, starts_doc), ids in zip(segments, encoded, strict=True):
         if starts_doc and pos.seen_doc:
           ids = np.concatenate([self._sep, ids])
         if len(ids):

@@ -21,6 +21,7 @@ import jax
 from jax.sharding import Mesh
 
 from codir_jax import models
+from codir_jax.data import host_exchange
 from codir_jax.data import pretrain_text
 from codir_jax.train import builders
 from codir_jax.train import evaluation
@@ -93,6 +94,9 @@ def _iterator(
       num_epochs=num_epochs,
       process_index=jax.process_index(),
       process_count=n_proc,
+      # Each process tokenises 1/n_proc of the text; the batches are the
+      # single-process ones (pretrain_text.py, "Several processes").
+      exchange=host_exchange.allgather if n_proc > 1 else None,
   )
 
 
