@@ -4,7 +4,14 @@ Only flags are parsed here; everything else is in `codir_jax.train`, so a
 notebook can call `train_and_evaluate(config, workdir)` directly. The config
 is locked: `--config.loss.temprature=...` (a typo) is an error, not a new
 field.
+
+Errors caused by the input (a config value, a file, a checkpoint, a
+diverged run) print as one paragraph, `codir_jax: error: <message>`, and
+exit 1; the traceback (and any library error chained to it) only with
+`--verbosity=1` or higher.
 """
+
+import sys
 
 from absl import app
 from absl import flags
@@ -32,9 +39,28 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   # JAX flags are set in one place: sharding.configure_jax (called by
   # train_and_evaluate).
-  from codir_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from codir_jax.train import checkpointing
+  from codir_jax.train import trainer
 
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  # What bad input raises; each message names the key, file or step
+  # (OSError: missing, unreadable and not-a-directory paths).
+  input_errors = (
+      ValueError,
+      OSError,
+      FloatingPointError,
+      checkpointing.CheckpointError,
+  )
+  try:
+    trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except input_errors as e:
+    if flags.FLAGS.verbosity >= 1:
+      raise
+    print(
+        f"codir_jax: error: {e}\n(traceback: add --verbosity=1)",
+        file=sys.stderr,
+    )
+    sys.exit(1)
 
 
 if __name__ == "__main__":
