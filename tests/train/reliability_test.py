@@ -40,21 +40,27 @@ def _checkpoint_steps(workdir):
   return sorted(int(s) for s in os.listdir(d) if s.isdigit())
 
 
+@pytest.mark.parametrize(
+    "lr, what", [(1e37, "non-finite"), (1e9, "diverged (update norm")]
+)
 def test_huge_lr_leaves_only_finite_checkpoints_and_resumes(
-    tiny_dirs, tmp_path, capsys
+    tiny_dirs, tmp_path, capsys, lr, what
 ):
   workdir = tmp_path / "nan"
   # Every step is checkpointed. The first real update (step 2, after the
-  # warm-up's lr = 0 at step 1) sends the parameters to ~1e37: finite
-  # element by element, so loss- and gradient-only checks saved them, and
-  # their next forward is NaN whatever the lr of a rerun.
+  # warm-up's lr = 0 at step 1) sends the parameters to ~lr: at 1e37 finite
+  # element by element but with an overflowing norm (loss- and gradient-
+  # only checks saved them); at 1e9 finite in every way but ruined (the
+  # issue's probe: the next forward is NaN whatever the lr of a rerun), so
+  # only the update/parameter norm ratio can tell.
   kw = dict(optim__num_steps=8, ckpt__every_steps=1, ckpt__keep=20)
   with pytest.raises(FloatingPointError) as err:
-    _run(tiny_dirs, workdir, optim__lr=1e37, **kw)
+    _run(tiny_dirs, workdir, optim__lr=lr, **kw)
   message = str(err.value)
+  assert message.startswith(what) and "at step 2:" in message, message
   named = int(re.search(r"last finite checkpoint is step (\d+)", message)[1])
   steps = _checkpoint_steps(workdir)
-  assert steps and steps[-1] == named, (steps, message)
+  assert steps == [1] and named == 1, (steps, message)
   checkpointer = ocp.StandardCheckpointer()
   for s in steps:
     state = checkpointer.restore(workdir / "checkpoints" / str(s) / "state")
