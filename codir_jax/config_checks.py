@@ -43,6 +43,11 @@ _RANGES = (
     ("optim.warmup_frac", "in [0, 1]", lambda v: 0 <= v <= 1),
     ("optim.clip_norm", ">= 0 (0 = no clipping)", lambda v: v >= 0),
     ("optim.num_steps", ">= 0 (0 = use num_epochs)", lambda v: v >= 0),
+    (
+        "optim.grad_accum_steps",
+        "an int >= 1 (1 = off)",
+        lambda v: isinstance(v, int) and v >= 1,
+    ),
     ("task.eval_batch_size", ">= 1", lambda v: v >= 1),
     ("task.max_len", ">= 8", lambda v: v >= 8),
     ("ckpt.every_steps", ">= 1", lambda v: v >= 1),
@@ -67,6 +72,12 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     bad.append(
         f"config.optim.num_epochs = {o.num_epochs!r}: need > 0 when"
         " config.optim.num_steps = 0"
+    )
+  a = o.grad_accum_steps
+  if isinstance(a, int) and a >= 1 and o.batch_size % a:
+    bad.append(
+        f"config.optim.grad_accum_steps = {a}: config.optim.batch_size ="
+        f" {o.batch_size} does not split into {a} equal micro-batches"
     )
   ids = list(config.student.layers)
   if any(isinstance(i, bool) or not isinstance(i, int) or i < 1 for i in ids):

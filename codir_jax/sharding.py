@@ -147,6 +147,28 @@ def logical_to_spec(
   return P(*out)
 
 
+def fsdp_spec(
+    spec: P, shape: Sequence[int], mesh: Mesh, axis: str = DATA_AXIS
+) -> P:
+  """`spec` with `axis` added on one more dimension (FSDP-style).
+
+  The largest dimension that `spec` leaves unsharded and that divides by
+  the axis size gets `axis` (the first of equal ones); `spec` comes back
+  unchanged when it already uses `axis`, the axis has size 1, or no free
+  dimension divides. Each device then holds 1/size of the array; XLA
+  gathers it where a jitted function uses it.
+  """
+  n = axis_size(mesh, axis)
+  parts = list(spec) + [None] * (len(shape) - len(spec))
+  if n == 1 or axis in parts:
+    return spec
+  free = [i for i, d in enumerate(shape) if parts[i] is None and d % n == 0]
+  if not free:
+    return spec
+  parts[max(free, key=lambda i: (shape[i], -i))] = axis
+  return P(*parts)
+
+
 def to_shardings(mesh: Mesh, specs: Any) -> Any:
   """Wraps every PartitionSpec leaf of `specs` in a NamedSharding."""
   return jax.tree.map(

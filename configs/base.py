@@ -75,6 +75,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # (e.g. <workdir of finetune_teacher>/teacher).
   c.teacher.path = ""
   c.teacher.dtype = "float32"  # Compute dtype of the frozen teacher.
+  # Shard the frozen teacher's parameters over the mesh's 'data' axis
+  # (FSDP-style: each array's largest free dimension that divides), so a
+  # large teacher is not replicated on every device; XLA gathers each
+  # weight where it is used. Same losses; codir_jax/sharding.py.
+  c.teacher.shard_params = False
 
   c.student = ml_collections.ConfigDict()
   # 'teacher_layers': copy the teacher's embeddings, head and `layers`;
@@ -83,6 +88,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.student.layers = ()  # 1-based teacher layers; () = every other layer.
   c.student.path = ""  # Used when init == 'pretrained'.
   c.student.dtype = "float32"  # Compute dtype ('bfloat16' on GPU/TPU).
+  # Recompute each layer's activations in the backward pass (less memory,
+  # more compute, same losses): '' (off) | 'full' | 'dots' |
+  # 'dots_no_batch' (jax.checkpoint_policies; codir_jax/models/remat.py).
+  c.student.remat = ""
 
   c.loss = ml_collections.ConfigDict()
   c.loss.kd_weight = 0.5  # beta: L = (1-b) CE + b rho^2 KL (released: 0.5).
@@ -132,6 +141,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.optim.clip_norm = 1.0
   c.optim.num_epochs = 10.0  # Training length (released: 10 epochs).
   c.optim.num_steps = 0  # If > 0, overrides num_epochs.
+  # Split each batch into this many micro-batches, run one after another
+  # inside the step, and update once on the summed gradients (less
+  # activation memory). 1 = off. Task/KD/PKD equal the whole batch; the
+  # bank is read and written per micro-batch (codir_jax/train/accumulate.py).
+  c.optim.grad_accum_steps = 1
 
   # (name, size); -1 takes the remaining devices. Parameters are
   # replicated while 'model' is 1.

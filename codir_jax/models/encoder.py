@@ -23,6 +23,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from codir_jax.models import remat as remat_lib
+
 _INIT_STD = 0.02  # HF `initializer_range` default.
 _MODEL_TYPES = ("bert", "roberta")
 # Keys of a HF config that mean something this encoder does not implement.
@@ -30,10 +32,6 @@ _REQUIRED_HF_VALUES = {
     "hidden_act": "gelu",
     "position_embedding_type": "absolute",
 }
-
-
-def _dtype_name(dtype: Any) -> str:
-  return jnp.dtype(dtype).name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +132,7 @@ class EncoderConfig:
         "pad_token_id": self.pad_token_id,
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
-        "dtype": _dtype_name(self.param_dtype),
+        "dtype": jnp.dtype(self.param_dtype).name,
     }
     if self.model_type == "roberta":
       hf.update(bos_token_id=0, eos_token_id=2)
@@ -327,6 +325,7 @@ class Encoder(nnx.Module):
       self, config: EncoderConfig, *, rngs: nnx.Rngs, add_pooler: bool = False
   ):
     self.config = config
+    self.remat = ""  # Layer remat policy (models/remat.py); '' = off.
     self.embeddings = Embeddings(config, rngs=rngs)
     self.layers = nnx.List(
         [Layer(config, rngs=rngs) for _ in range(config.num_layers)]
@@ -383,8 +382,9 @@ class Encoder(nnx.Module):
         input_ids, token_type_ids, deterministic=deterministic, rng=keys[n]
     )
     hidden_states, attentions = [x], []
+    call = remat_lib.layer_call(self.remat, deterministic)
     for layer, key in zip(self.layers, keys[:n]):
-      x, probs = layer(x, mask_bias, deterministic=deterministic, rng=key)
+      x, probs = call(layer, x, mask_bias, key)
       hidden_states.append(x)
       attentions.append(probs)
     return EncoderOutput(

@@ -202,4 +202,5 @@ def run_settings(s: settings_lib.Settings, *, total_steps: int) -> dict:
       eval_every=s.log.eval_every_steps,
       patience=s.log.eval_patience,
       tensorboard=s.log.tensorboard,
+      scale=s.scale,
   )

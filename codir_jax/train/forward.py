@@ -13,6 +13,8 @@ from typing import Any
 from flax import nnx
 import jax
 
+from codir_jax.models import remat as remat_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class Graphs:
@@ -30,12 +32,16 @@ def forward(
     batch: dict[str, jax.Array],
     *,
     dropout_rng: jax.Array | None = None,
+    remat: str = "",
 ):
   """(logits, outputs with `.hidden_states`) of a model on a batch.
 
-  Deterministic (no dropout) when `dropout_rng` is None.
+  Deterministic (no dropout) when `dropout_rng` is None; `remat` names the
+  layers' rematerialisation policy (models/remat.py; '' = none).
   """
   model = nnx.merge(graphdef, params)
+  if remat:
+    remat_lib.set_policy(model, remat)
   return model(
       batch["input_ids"],
       batch["attention_mask"],

@@ -24,6 +24,7 @@ import numpy as np
 from codir_jax import models
 from codir_jax import sharding
 from codir_jax.losses import memory_bank
+from codir_jax.train import accumulate
 from codir_jax.train import checkpointing
 from codir_jax.train import metrics as metrics_lib
 from codir_jax.train import optimizer
@@ -227,9 +228,15 @@ def compile_run(run: Run) -> Compiled:
     return jax.jit(init, out_shardings=state_sh)(params, rng0)
 
   repl = sharding.replicated(mesh)
-  teacher_params = None
+  teacher_params, teacher_sh = None, repl
   if run.teacher_model is not None:
-    teacher_params = jax.device_put(nnx.state(run.teacher_model), repl)
+    teacher = nnx.state(run.teacher_model)
+    if run.scale.shard_teacher:  # FSDP over 'data' (state.teacher_specs).
+      specs = state_lib.teacher_specs(teacher, mesh, run.rules)
+      teacher_sh = sharding.to_shardings(mesh, specs)
+    teacher_params = jax.device_put(teacher, teacher_sh)
+  accum = run.scale.grad_accum_steps
+  accumulate.check_split(run.batch_size, accum, mesh)
   train_step = jax.jit(
       functools.partial(
           step_lib.train_step,
@@ -237,8 +244,10 @@ def compile_run(run: Run) -> Compiled:
           tx=tx,
           obj=run.objective,
           mesh=mesh,
+          remat=run.scale.remat,
+          accum_steps=accum,
       ),
-      in_shardings=(state_sh, sharding.batch_sharding(mesh), repl),
+      in_shardings=(state_sh, sharding.batch_sharding(mesh), teacher_sh),
       out_shardings=(state_sh, repl),
       donate_argnums=(0,),
   )

@@ -107,6 +107,10 @@ class Term:
   fn: TermFn
   weight: float | None
   per_batch: bool = False  # weight / (valid rows): released lambda / B.
+  # The mask `fn` returns: 'targets' (the objective's targets mask: valid
+  # rows, or masked tokens in mlm) or 'rows' (batch['valid']). `counts`
+  # reads it to normalise accumulated micro-batches by the whole batch.
+  mask: str = "targets"
 
   def scale(self, count: jax.Array) -> Any:
     return (
@@ -124,6 +128,14 @@ class Objective:
   targets: Callable[[dict[str, jax.Array]], tuple[jax.Array, jax.Array]]
   # (bank, aux, batch, mesh) -> new bank; identity without a bank.
   write_bank: Callable[..., Any]
+
+  def counts(self, batch) -> dict[str, jax.Array]:
+    """{term: float32 count of its mask} over `batch`, before any forward."""
+    masks = {"targets": self.targets(batch)[1], "rows": batch["valid"]}
+    return {
+        name: jnp.sum(masks[t.mask].astype(jnp.float32))
+        for name, t in self.terms.items()
+    }
 
   def teacher_pooled(self, hidden_states, batch) -> jax.Array:
     """[B, L, D] pooled mapped teacher layers (the step stops gradients)."""
@@ -234,10 +246,15 @@ def build(spec: Spec) -> Objective:
     )
     terms["kd"] = Term(kd, spec.kd_weight)
   if spec.pkd_weight > 0:
-    terms["pkd"] = Term(functools.partial(_pkd, spec=spec), spec.pkd_weight)
+    terms["pkd"] = Term(
+        functools.partial(_pkd, spec=spec), spec.pkd_weight, mask="rows"
+    )
   if spec.crd_weight > 0:
     terms["crd"] = Term(
-        crd_term.term_fn(spec), spec.crd_weight, per_batch=spec.crd_batch_scaled
+        crd_term.term_fn(spec),
+        spec.crd_weight,
+        per_batch=spec.crd_batch_scaled,
+        mask="rows",
     )
   targets = crd_term.pick(TARGETS, spec.task_kind, "task kind")
   return Objective(

@@ -9,10 +9,12 @@ config.json, summary.json and metrics.jsonl stay byte-identical.
 Fields a rerun may change (RESUME_SAFE) decide only when to log, evaluate,
 save or stop early, where results go, and how processes and devices are
 laid out (the checkpoint fingerprint still refuses a bank layout that no
-longer fits the mesh). Everything else (model, task and data, losses, bank,
-optimiser, schedule, seed, mode) is the recipe. After the NaN/inf tripwire
-stopped a run (`<workdir>/nonfinite/` exists), the RECOVERY_KEYS may change
-too, to resume from the last finite checkpoint with a lower learning rate.
+longer fits the mesh), and the memory knobs that do not change the math
+(student.remat, teacher.shard_params). Everything else (model, task and
+data, losses, bank, optimiser and optim.grad_accum_steps, schedule, seed,
+mode) is the recipe. After the NaN/inf tripwire stopped a run
+(`<workdir>/nonfinite/` exists), the RECOVERY_KEYS may change too, to
+resume from the last finite checkpoint with a lower learning rate.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ RESUME_SAFE = (
     "distributed.",
     "mesh",
     "sharding_rules",
+    # Memory knobs that leave the math unchanged (same losses to float
+    # rounding): layer remat and the teacher's parameter sharding.
+    # optim.grad_accum_steps is recipe (bank order, dropout draws).
+    "student.remat",
+    "teacher.shard_params",
 )
 RECOVERY_KEYS = ("optim.lr", "optim.clip_norm")
 

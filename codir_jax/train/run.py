@@ -50,6 +50,8 @@ class Run:
   tensorboard: bool
   export_name: str
   fingerprint: dict[str, Any]  # Settings a resumed checkpoint must share.
+  # Remat, gradient accumulation, teacher sharding (off: the plain step).
+  scale: settings.Scale = settings.Scale()
 
   @property
   def loss(self) -> Any:

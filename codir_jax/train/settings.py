@@ -16,6 +16,7 @@ from typing import Any
 import ml_collections
 
 from codir_jax import config_checks
+from codir_jax.models import remat
 
 MODES = (
     "finetune_teacher",
@@ -34,6 +35,7 @@ CHOICES = {
     "loss.combine": ("concat", "per_layer"),
     "loss.positive": ("current", "bank"),
     "student.init": ("teacher_layers", "pretrained"),
+    "student.remat": tuple(remat.POLICIES),
 }
 
 
@@ -141,6 +143,15 @@ class Optim:
 
 
 @dataclasses.dataclass(frozen=True)
+class Scale:
+  """Memory and layout knobs for large runs (off = the plain step)."""
+
+  remat: str = ""  # student.remat: layer remat policy ('' = off).
+  grad_accum_steps: int = 1  # optim.grad_accum_steps (1 = off).
+  shard_teacher: bool = False  # teacher.shard_params: FSDP over 'data'.
+
+
+@dataclasses.dataclass(frozen=True)
 class Log:
   every_steps: int
   eval_every_steps: int
@@ -172,6 +183,7 @@ class Settings:
   rules: dict[str, str | None]
   distributed_initialize: bool
   config_json: str  # The resolved config, as written to config.json.
+  scale: Scale = Scale()
 
 
 def _layers(value: Any) -> Any:
@@ -286,6 +298,11 @@ def from_config(config: ml_collections.ConfigDict) -> Settings:
       rules={k: v for k, v in config.sharding_rules},
       distributed_initialize=bool(config.distributed.initialize),
       config_json=config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
+      scale=Scale(
+          remat=config.student.remat,
+          grad_accum_steps=int(o.grad_accum_steps),
+          shard_teacher=bool(config.teacher.shard_params),
+      ),
   )
 
 

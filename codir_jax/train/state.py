@@ -77,6 +77,24 @@ def param_specs(tree: Any, mesh: Mesh, rules: Mapping[str, str | None]) -> Any:
   return jax.tree.map(spec, tree, is_leaf=_is_variable)
 
 
+def teacher_specs(
+    tree: Any, mesh: Mesh, rules: Mapping[str, str | None]
+) -> Any:
+  """FSDP specs of the frozen teacher's params (config teacher.shard_params).
+
+  Each array's logical spec (`param_specs`, e.g. FFN over 'model') also
+  splits one dimension over the 'data' axis (`sharding.fsdp_spec`), so a
+  device holds about 1/|data| of the teacher instead of all of it. Without
+  the option the loop replicates the teacher.
+  """
+  specs = param_specs(tree, mesh, rules)
+
+  def spec(s, x):
+    return sharding.fsdp_spec(s, x.shape, mesh)
+
+  return jax.tree.map(spec, specs, tree, is_leaf=lambda x: isinstance(x, P))
+
+
 def state_specs(
     abstract: TrainState,
     mesh: Mesh,
