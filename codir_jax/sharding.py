@@ -20,8 +20,11 @@ import math
 from typing import Any
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache as jax_cc
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 import numpy as np
+
+from codir_jax import compile_cache as cache_lib
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
@@ -187,11 +190,39 @@ def put_batch(batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, Any]:
   }
 
 
-def configure_jax() -> None:
+def configure_jax(
+    *, compile_cache: bool = False, compile_cache_dir: str = ""
+) -> None:
   """The JAX flags every run sets (the only place that sets them).
 
   Random bits that do not depend on the device layout, so a run gives the
   same numbers on 1 device and on a mesh (the default in current JAX; set
   explicitly so an older default or a user's override cannot change it).
+
+  The persistent compilation cache (`config.compile_cache`): on, every
+  compiled program is stored in and loaded from
+  `compile_cache.resolve_dir(compile_cache_dir, <JAX's current dir>)`,
+  however short its compile; off, every program is compiled anew.
+
+  Args:
+    compile_cache: turn the persistent cache on (False: off).
+    compile_cache_dir: its directory ('' = the one JAX already uses, else
+      `compile_cache.default_dir()`).
   """
   jax.config.update("jax_threefry_partitionable", True)
+  before = (
+      jax.config.jax_enable_compilation_cache,
+      jax.config.jax_compilation_cache_dir,
+  )
+  if compile_cache:
+    path = cache_lib.resolve_dir(compile_cache_dir, before[1])
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_enable_compilation_cache", bool(compile_cache))
+  after = (
+      jax.config.jax_enable_compilation_cache,
+      jax.config.jax_compilation_cache_dir,
+  )
+  if after != before:
+    # JAX opens the cache once per process; a new setting needs a reset.
+    jax_cc.reset_cache()

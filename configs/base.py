@@ -199,6 +199,16 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.demo.teacher_steps = 100  # Teacher fine-tuning steps.
   c.demo.teacher_lr = 1e-4  # Teacher fine-tuning learning rate.
 
+  # JAX's persistent compilation cache: compiled programs (the train step,
+  # eval forwards) are stored on disk, and a rerun with the same model and
+  # shapes loads them instead of compiling (codir_jax/compile_cache.py,
+  # README "Compilation cache"). Never part of a run's recipe.
+  c.compile_cache = ml_collections.ConfigDict()
+  c.compile_cache.enabled = True  # --config.compile_cache.enabled=False: off.
+  # '' = the directory JAX already uses (JAX_COMPILATION_CACHE_DIR), else
+  # $XDG_CACHE_HOME/codir_jax/jax_cache (default ~/.cache/codir_jax/...).
+  c.compile_cache.dir = ""
+
   c.distributed = ml_collections.ConfigDict()
   # Call jax.distributed.initialize() (multi-host TPU/GPU). On Cloud TPU
   # and SLURM it discovers the cluster itself.

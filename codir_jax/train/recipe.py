@@ -30,6 +30,7 @@ RESUME_SAFE = (
     "distributed.",
     "mesh",
     "sharding_rules",
+    "compile_cache.",  # Where compiled programs are kept (not the math).
     # Memory knobs that leave the math unchanged (same losses to float
     # rounding): layer remat and the teacher's parameter sharding.
     # optim.grad_accum_steps is recipe (bank order, dropout draws).

@@ -15,6 +15,7 @@ from typing import Any
 
 import ml_collections
 
+from codir_jax import compile_cache as cache_lib
 from codir_jax import config_checks
 from codir_jax.models import remat
 
@@ -184,6 +185,7 @@ class Settings:
   distributed_initialize: bool
   config_json: str  # The resolved config, as written to config.json.
   scale: Scale = Scale()
+  compile_cache: cache_lib.Options = cache_lib.Options()
 
 
 def _layers(value: Any) -> Any:
@@ -302,6 +304,9 @@ def from_config(config: ml_collections.ConfigDict) -> Settings:
           remat=config.student.remat,
           grad_accum_steps=int(o.grad_accum_steps),
           shard_teacher=bool(config.teacher.shard_params),
+      ),
+      compile_cache=cache_lib.Options(
+          bool(config.compile_cache.enabled), str(config.compile_cache.dir)
       ),
   )
 

@@ -25,6 +25,7 @@ from flax import nnx
 import jax
 import ml_collections
 
+from codir_jax import compile_cache
 from codir_jax import sharding
 from codir_jax.train import builders
 from codir_jax.train import evaluation
@@ -238,18 +239,19 @@ def _demo(
         seed=seed,
     )
   teacher_cfg, student_cfg = settings_lib.demo_stages(config, data_dir)
-  teacher_sum = _train(
-      settings_lib.from_config(teacher_cfg),
-      os.path.join(workdir, "teacher_run"),
-      mesh,
-  )
-  if teacher_sum.get("preempted"):
-    return teacher_sum
-  student_sum = _train(
-      settings_lib.from_config(student_cfg(teacher_sum["export"])),
-      os.path.join(workdir, "student_run"),
-      mesh,
-  )
+  with compile_cache.track() as compiles:  # A rerun loads, never compiles.
+    teacher_sum = _train(
+        settings_lib.from_config(teacher_cfg),
+        os.path.join(workdir, "teacher_run"),
+        mesh,
+    )
+    if teacher_sum.get("preempted"):
+      return teacher_sum
+    student_sum = _train(
+        settings_lib.from_config(student_cfg(teacher_sum["export"])),
+        os.path.join(workdir, "student_run"),
+        mesh,
+    )
   if student_sum.get("preempted"):
     return student_sum
   summary = {
@@ -258,6 +260,7 @@ def _demo(
       "speed": student_sum["speed"],
       "teacher_train_wall_s": teacher_sum["train_wall_s"],
       "student_train_wall_s": student_sum["train_wall_s"],
+      "compiles": compiles.summary("train_step"),
   }
   _write_summary(workdir, summary)
   _print_summary("demo: teacher vs student", summary)
@@ -269,7 +272,10 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
   """Runs `config.mode` in `workdir`; returns the run's summary dict."""
   s = settings_lib.from_config(config)
-  sharding.configure_jax()
+  sharding.configure_jax(
+      compile_cache=s.compile_cache.enabled,
+      compile_cache_dir=s.compile_cache.dir,
+  )
   if s.distributed_initialize:
     jax.distributed.initialize()
   mesh = sharding.make_mesh(s.mesh)
