@@ -155,17 +155,24 @@ def fsdp_spec(
 ) -> P:
   """`spec` with `axis` added on one more dimension (FSDP-style).
 
-  The largest dimension that `spec` leaves unsharded and that divides by
-  the axis size gets `axis` (the first of equal ones); `spec` comes back
-  unchanged when it already uses `axis`, the axis has size 1, or no free
-  dimension divides. Each device then holds 1/size of the array; XLA
-  gathers it where a jitted function uses it.
+  The largest free dimension that divides by the axis size gets `axis`
+  (the first of equal ones); free = not sharded by `spec`, or only over
+  mesh axes of size 1 (the 'model' axis of a data-only run), whose names
+  `axis` replaces. `spec` comes back unchanged when it already uses
+  `axis`, the axis has size 1, or no free dimension divides. Each device
+  then holds 1/size of the array; XLA gathers it where a jitted function
+  uses it.
   """
   n = axis_size(mesh, axis)
   parts = list(spec) + [None] * (len(shape) - len(spec))
   if n == 1 or axis in parts:
     return spec
-  free = [i for i, d in enumerate(shape) if parts[i] is None and d % n == 0]
+
+  def is_free(part) -> bool:
+    names = part if isinstance(part, tuple) else (part,)
+    return all(a is None or axis_size(mesh, a) == 1 for a in names)
+
+  free = [i for i, d in enumerate(shape) if is_free(parts[i]) and d % n == 0]
   if not free:
     return spec
   parts[max(free, key=lambda i: (shape[i], -i))] = axis
