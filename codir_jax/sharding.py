@@ -90,13 +90,17 @@ def axis_size(mesh: Mesh, axis: str) -> int:
   return int(mesh.shape.get(axis, 1))
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh) -> None:
+def check_batch_divisible(
+    batch_size: int, mesh: Mesh, key: str = "config.optim.batch_size"
+) -> None:
   """Raises if the global batch cannot be split evenly over `data`."""
   n = axis_size(mesh, DATA_AXIS)
   if batch_size % n:
+    procs = len({d.process_index for d in mesh.devices.flat})
     raise ValueError(
-        f"batch size {batch_size} (config.optim.batch_size) is not divisible"
-        f" by the {n} devices of the mesh's '{DATA_AXIS}' axis"
+        f"global batch size {batch_size} ({key}) is not divisible by the"
+        f" {n} devices of the mesh's '{DATA_AXIS}' axis (mesh"
+        f" {dict(mesh.shape)} over {procs} process(es), {mesh.size} devices)"
     )
 
 

@@ -209,8 +209,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   # $XDG_CACHE_HOME/codir_jax/jax_cache (default ~/.cache/codir_jax/...).
   c.compile_cache.dir = ""
 
+  # Several processes (TPU pod hosts, SLURM tasks, `python -m
+  # codir_jax.launch`); codir_jax/distributed.py, README "Pods and
+  # multi-GPU". The other keys need initialize = True.
   c.distributed = ml_collections.ConfigDict()
-  # Call jax.distributed.initialize() (multi-host TPU/GPU). On Cloud TPU
-  # and SLURM it discovers the cluster itself.
+  # Join a JAX cluster (jax.distributed.initialize) before touching devices.
   c.distributed.initialize = False
+  # 'host:port' of process 0's coordinator; '' = auto-detect (Cloud TPU,
+  # SLURM, Open MPI, Kubernetes).
+  c.distributed.coordinator_address = ""
+  c.distributed.num_processes = 0  # Processes in the cluster; 0 = auto.
+  c.distributed.process_id = -1  # This process, 0..num_processes-1; -1 = auto.
+  # CPU collectives between processes: '' (none: TPU/GPU) or 'gloo'
+  # (several CPU processes, as the local launcher runs them).
+  c.distributed.cpu_collectives = ""
   return c

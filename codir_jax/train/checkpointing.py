@@ -25,6 +25,7 @@ from typing import Any
 from absl import logging
 from etils import epath
 import jax
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 
 from codir_jax.train.settings import CheckpointSettings
@@ -135,28 +136,40 @@ def restore_latest(
 
 
 class PreemptionFlag:
-  """Set by SIGTERM (the usual preemption notice) or by multi-host Orbax.
+  """When the train loop must save and stop: a preemption notice (SIGTERM).
 
-  The train loop checks `should_stop(step)` every step; when it is true the
-  loop saves a checkpoint, waits for it, and exits cleanly.
+  One process: a Python SIGTERM handler sets an event; `should_stop(step)`
+  reads it, so the loop stops before its next step.
+
+  Several processes (`jax.distributed` initialized): JAX's preemption sync
+  manager has installed its own SIGTERM handler in every process, and no
+  Python handler may replace it. A SIGTERM to any process reaches all of
+  them through the coordination service, which fixes one stop step: the
+  step after the one the fastest process last reported.
+  `should_stop(step)` is true at exactly that step on every process, so
+  all save the same step and none waits in a collective for another. Each
+  call is a local check under a mutex (~30-60 us measured on CPU, no
+  device sync and no network traffic until a notice arrives).
   """
 
-  def __init__(self, manager: ocp.CheckpointManager):
-    self._manager = manager
+  def __init__(self):
     self._event = threading.Event()
     self._previous = None
-    if threading.current_thread() is threading.main_thread():
+    self._synced = jax.distributed.is_initialized() and bool(
+        jax.config.jax_enable_preemption_service
+    )
+    main = threading.current_thread() is threading.main_thread()
+    if not self._synced and main:
       self._previous = signal.signal(signal.SIGTERM, self._on_signal)
 
   def _on_signal(self, signum, frame):  # pylint: disable=unused-argument
     self._event.set()
 
   def should_stop(self, step: int) -> bool:
-    if self._event.is_set():
-      return True
-    if jax.process_count() > 1:
-      return bool(self._manager.reached_preemption(step))
-    return False
+    """True when the run must save `step` and stop (same on all processes)."""
+    if self._synced:
+      return bool(multihost_utils.reached_preemption_sync_point(step))
+    return self._event.is_set()
 
   def close(self) -> None:
     if self._previous is not None:

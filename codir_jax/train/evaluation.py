@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 import jax.numpy as jnp
 import numpy as np
 
+from codir_jax import distributed
 from codir_jax import losses
 from codir_jax import sharding
 from codir_jax.data import metrics as glue_metrics
@@ -45,17 +46,21 @@ def _predict_fn(graphdef, mesh: Mesh):
 
 
 def eval_batches(
-    data: tokenize.TokenizedSplit, batch_size: int
+    data: tokenize.TokenizedSplit, batch_size: int, mesh: Mesh
 ) -> pipeline.BatchIterator:
-  """One pass over `data` in file order, this process's share."""
-  n_proc = jax.process_count()
+  """One pass over `data` in file order, this process's share.
+
+  The last global batch is padded with invalid rows, so every process runs
+  the same number of batches whatever the split's size.
+  """
+  share = distributed.data_share(mesh)
   return pipeline.BatchIterator(
       data,
-      batch_size=batch_size // n_proc,
+      batch_size=share.local_batch(batch_size),
       shuffle=False,
       num_epochs=1,
-      process_index=jax.process_index(),
-      process_count=n_proc,
+      process_index=share.index,
+      process_count=share.count,
   )
 
 
@@ -70,7 +75,7 @@ def predict(
   """Logits of every example of `data`, in split order: [N, C] float32."""
   fn = _predict_fn(graphdef, mesh)
   outs, ids = [], []
-  for batch in eval_batches(data, batch_size):
+  for batch in eval_batches(data, batch_size, mesh):
     keys = MODEL_INPUTS + ("valid", "example_ids")
     logits, valid, example_ids = jax.device_get(
         fn(params, sharding.put_batch({k: batch[k] for k in keys}, mesh))
@@ -78,9 +83,14 @@ def predict(
     keep = np.asarray(valid, bool)
     outs.append(np.asarray(logits, np.float32)[keep])
     ids.append(np.asarray(example_ids)[keep])
-  logits = np.concatenate(outs)
-  order = np.argsort(np.concatenate(ids), kind="stable")
-  return logits[order]
+  logits, ids = np.concatenate(outs), np.concatenate(ids)
+  if len(np.unique(ids)) != len(ids) or len(ids) != len(data):
+    raise RuntimeError(
+        f"evaluation saw {len(ids)} rows ({len(np.unique(ids))} distinct) of"
+        f" a {len(data)}-example split: the processes' shares overlap or"
+        " leave gaps"
+    )
+  return logits[np.argsort(ids, kind="stable")]
 
 
 def to_predictions(logits: np.ndarray, is_regression: bool) -> np.ndarray:

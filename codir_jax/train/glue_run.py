@@ -10,10 +10,10 @@ import functools
 import math
 
 from flax import nnx
-import jax
 from jax.sharding import Mesh
 import numpy as np
 
+from codir_jax import distributed
 from codir_jax import models
 from codir_jax.data import pipeline
 from codir_jax.data import tokenize
@@ -97,18 +97,20 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
   o = s.optim
   steps_per_epoch = math.ceil(len(data.train) / o.batch_size)
   total = int(o.num_steps) or int(math.ceil(o.num_epochs * steps_per_epoch))
-  n_proc = jax.process_count()
   buckets = tokenize.make_buckets(s.data.max_len, s.data.min_bucket)
+  share = distributed.data_share(mesh)  # This process's rows of a batch.
+  local = share.local_batch(o.batch_size)
+  distributed.check_share(len(data.train), share, local, "the training set")
 
   def make_iterator():
     return pipeline.BatchIterator(
         data.train,
-        batch_size=o.batch_size // n_proc,
+        batch_size=local,
         shuffle=True,
         seed=s.seed,
         buckets=buckets,
-        process_index=jax.process_index(),
-        process_count=n_proc,
+        process_index=share.index,
+        process_count=share.count,
     )
 
   evaluate = functools.partial(

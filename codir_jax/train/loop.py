@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from codir_jax import distributed
 from codir_jax import models
 from codir_jax import sharding
 from codir_jax.losses import memory_bank
@@ -91,7 +92,9 @@ def _shardings(run: Run, abstract: state_lib.TrainState):
 
 def _export(run: Run, params: Any, name: str) -> str | None:
   path = os.path.join(run.workdir, name)
-  model = nnx.merge(run.graphs.student, jax.device_get(params["student"]))
+  # Every process gathers (the parameters may be split across processes);
+  # process 0 writes.
+  model = nnx.merge(run.graphs.student, distributed.to_host(params["student"]))
   if jax.process_index() == 0:
     models.save_pretrained(model, path, tokenizer=run.tokenizer)
   return path
@@ -302,22 +305,27 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
       resume_step=step,
   )
   log = _MetricLog(writer, manager, run.workdir)
-  flag = checkpointing.PreemptionFlag(manager)
+  flag = checkpointing.PreemptionFlag()
   writer.start(step)
+  saved = step if restored is not None else None  # Newest checkpoint.
 
   def evaluate(params):
     return run.evaluate(run.graphs.student, params["student"])
 
   def save(force: bool) -> None:
+    nonlocal saved
+    if step == saved:  # E.g. a preemption right after a periodic save.
+      return
     log.flush(step)
-    checkpointing.save(
+    if checkpointing.save(
         manager,
         step,
         state,
         {"iterator": it.get_state(), "best": best, "since_best": since_best},
         meta,
         force=force,
-    )
+    ):
+      saved = step
 
   def patience_spent() -> bool:
     return bool(run.patience) and since_best >= run.patience
@@ -325,10 +333,10 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   t0, preempted, last_eval = time.perf_counter(), False, None
   try:
     while step < total and not patience_spent():
+      # Every process stops at the same step (PreemptionFlag).
       if flag.should_stop(step):
         save(force=True)
         preempted = True
-        print(f"Preempted: saved step {step}; rerun to resume.", flush=True)
         break
       batch = sharding.put_batch(next(it), mesh)
       state, m = train_step(state, batch, teacher_params)
@@ -361,6 +369,7 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   wall = time.perf_counter() - t0
   if preempted:
     writer.close()
+    print(f"Preempted at step {step}; rerun to resume.", flush=True)
     return FitResult(step, wall, None, {}, best, run.model, preempted=True)
   if last_eval is not None and last_eval[0] == step:
     final = last_eval[1]  # Stopped early right after evaluating.
@@ -372,5 +381,7 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
     best = dict(final, step=step)
     _export(run, state.params, "best")
   export_dir = _export(run, state.params, run.export_name)
-  model = nnx.merge(run.graphs.student, jax.device_get(state.params["student"]))
+  model = nnx.merge(
+      run.graphs.student, distributed.to_host(state.params["student"])
+  )
   return FitResult(step, wall, export_dir, final, best, model)

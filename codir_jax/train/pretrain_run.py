@@ -17,9 +17,9 @@ from __future__ import annotations
 import functools
 import itertools
 
-import jax
 from jax.sharding import Mesh
 
+from codir_jax import distributed
 from codir_jax import models
 from codir_jax.data import host_exchange
 from codir_jax.data import pretrain_text
@@ -80,23 +80,25 @@ def _student(
 
 
 def _iterator(
-    s: settings_lib.Settings, tokenizer, files, *, seed, num_epochs=None
+    s: settings_lib.Settings, tokenizer, files, *, mesh, seed, num_epochs=None
 ):
-  n_proc = jax.process_count()
+  share = distributed.data_share(mesh)  # This process's rows of a batch.
   return pretrain_text.PretrainIterator(
       list(files),
       tokenizer,
-      batch_size=s.optim.batch_size // n_proc,
+      batch_size=share.local_batch(s.optim.batch_size),
       max_len=s.data.max_len,
       doc_format=s.data.doc_format,
       mask_prob=s.data.mask_prob,
       seed=seed,
       num_epochs=num_epochs,
-      process_index=jax.process_index(),
-      process_count=n_proc,
-      # Each process tokenises 1/n_proc of the text; the batches are the
+      process_index=share.index,
+      process_count=share.count,
+      # Each process tokenises 1/P of the text; the batches are the
       # single-process ones (pretrain_text.py, "Several processes").
-      exchange=host_exchange.allgather if n_proc > 1 else None,
+      exchange=host_exchange.allgather
+      if distributed.one_share_per_process(mesh)
+      else None,
   )
 
 
@@ -135,7 +137,12 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
     eval_batches = list(
         itertools.islice(
             _iterator(
-                s, tokenizer, s.data.eval_files, seed=s.seed + 7, num_epochs=1
+                s,
+                tokenizer,
+                s.data.eval_files,
+                mesh=mesh,
+                seed=s.seed + 7,
+                num_epochs=1,
             ),
             s.data.eval_batches,
         )
@@ -153,6 +160,7 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
           s,
           tokenizer,
           s.data.train_files,
+          mesh=mesh,
           seed=s.seed,
       ),
       evaluate=functools.partial(_evaluate, batches=eval_batches, mesh=mesh),

@@ -36,6 +36,7 @@ CHOICES = {
     "loss.combine": ("concat", "per_layer"),
     "loss.positive": ("current", "bank"),
     "student.init": ("teacher_layers", "pretrained"),
+    "distributed.cpu_collectives": ("", "gloo"),
     "student.remat": tuple(remat.POLICIES),
 }
 
@@ -153,6 +154,47 @@ class Scale:
 
 
 @dataclasses.dataclass(frozen=True)
+class Distributed:
+  """config.distributed: joining a multi-process cluster (distributed.py)."""
+
+  initialize: bool = False
+  coordinator_address: str = ""  # 'host:port'; '' = auto-detect.
+  num_processes: int = 0  # 0 = auto-detect.
+  process_id: int = -1  # -1 = auto-detect.
+  cpu_collectives: str = ""  # '' | 'gloo'.
+
+
+def _distributed(g: ml_collections.ConfigDict) -> Distributed:
+  """Checked config.distributed (one ValueError naming every bad key)."""
+  d = Distributed(
+      **{f.name: g[f.name] for f in dataclasses.fields(Distributed)}
+  )
+  need = {}
+  if type(d.num_processes) is not int or d.num_processes < 0:
+    need["num_processes"] = "an int >= 0 (0 = auto-detect)"
+  if type(d.process_id) is not int or d.process_id < -1:
+    need["process_id"] = "an int >= -1 (-1 = auto-detect)"
+  elif 0 < d.num_processes <= d.process_id:
+    need["process_id"] = f"< num_processes ({d.num_processes})"
+  host, _, port = d.coordinator_address.rpartition(":")
+  if d.coordinator_address and not (host and port.isdigit()):
+    need["coordinator_address"] = "'host:port' or '' (auto-detect)"
+  if not d.initialize:
+    for f in dataclasses.fields(Distributed)[1:]:
+      if getattr(d, f.name) != f.default:
+        need[f.name] = "initialize = True to take effect"
+  if need:
+    raise ValueError(
+        "invalid config.distributed: "
+        + "; ".join(
+            f"config.distributed.{k} = {getattr(d, k)!r} needs {v}"
+            for k, v in need.items()
+        )
+    )
+  return d
+
+
+@dataclasses.dataclass(frozen=True)
 class Log:
   every_steps: int
   eval_every_steps: int
@@ -182,7 +224,7 @@ class Settings:
   eval: Eval
   mesh: tuple[tuple[str, int], ...]
   rules: dict[str, str | None]
-  distributed_initialize: bool
+  distributed: Distributed
   config_json: str  # The resolved config, as written to config.json.
   scale: Scale = Scale()
   compile_cache: cache_lib.Options = cache_lib.Options()
@@ -298,7 +340,7 @@ def from_config(config: ml_collections.ConfigDict) -> Settings:
       ),
       mesh=tuple((str(n), int(s)) for n, s in config.mesh),
       rules={k: v for k, v in config.sharding_rules},
-      distributed_initialize=bool(config.distributed.initialize),
+      distributed=_distributed(config.distributed),
       config_json=config.to_json_best_effort(indent=2, sort_keys=True) + "\n",
       scale=Scale(
           remat=config.student.remat,

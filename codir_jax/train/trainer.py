@@ -26,6 +26,7 @@ import jax
 import ml_collections
 
 from codir_jax import compile_cache
+from codir_jax import distributed
 from codir_jax import sharding
 from codir_jax.train import builders
 from codir_jax.train import evaluation
@@ -272,15 +273,29 @@ def train_and_evaluate(
 ) -> dict[str, Any]:
   """Runs `config.mode` in `workdir`; returns the run's summary dict."""
   s = settings_lib.from_config(config)
+  with distributed.fail_fast():
+    return _run_mode(s, config, workdir)
+
+
+def _run_mode(
+    s: settings_lib.Settings, config: ml_collections.ConfigDict, workdir: str
+) -> dict[str, Any]:
+  distributed.initialize(s.distributed)  # Before anything touches devices.
+  cache = s.compile_cache.enabled and distributed.shares_compile_cache()
+  if cache != s.compile_cache.enabled and jax.process_index() == 0:
+    print(
+        "config.compile_cache.enabled is ignored: several CPU processes"
+        " cannot share JAX's compilation cache (distributed.py)",
+        flush=True,
+    )
   sharding.configure_jax(
-      compile_cache=s.compile_cache.enabled,
-      compile_cache_dir=s.compile_cache.dir,
+      compile_cache=cache, compile_cache_dir=s.compile_cache.dir
   )
-  if s.distributed_initialize:
-    jax.distributed.initialize()
   mesh = sharding.make_mesh(s.mesh)
   sharding.check_batch_divisible(s.optim.batch_size, mesh)
-  sharding.check_batch_divisible(s.data.eval_batch_size, mesh)
+  sharding.check_batch_divisible(
+      s.data.eval_batch_size, mesh, key="config.task.eval_batch_size"
+  )
   if s.mode == "demo":
     return _demo(config, workdir, mesh)
   modes = {

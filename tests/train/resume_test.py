@@ -136,8 +136,8 @@ def test_sigterm_saves_and_resumes(tiny_dirs, reference, tmp_path):
   proc.send_signal(signal.SIGTERM)
   stdout, stderr = proc.communicate(timeout=300)
   assert proc.returncode == 0, stderr[-3000:]
-  assert "Preempted: saved step" in stdout
-  saved = int(stdout.split("Preempted: saved step ")[1].split(";")[0])
+  assert "Preempted at step" in stdout
+  saved = int(stdout.split("Preempted at step ")[1].split(";")[0])
   assert 4 <= saved < 12
   assert os.path.isdir(os.path.join(workdir, "checkpoints", str(saved)))
   assert not os.path.exists(os.path.join(workdir, "summary.json"))

@@ -1,0 +1,81 @@
+"""The launcher's contract, with a JAX-free stand-in process (toy.py)."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from codir_jax import launch
+from tests.multiprocess import runner
+
+pytestmark = pytest.mark.multiprocess
+
+
+def _cmd(n, mode, devices=3):
+  return [
+      sys.executable,
+      "-m",
+      "codir_jax.launch",
+      f"--num_processes={n}",
+      f"--devices_per_process={devices}",
+      "--module=tests.multiprocess.toy",
+      "--",
+      mode,
+  ]
+
+
+def _start(cmd):
+  return subprocess.Popen(
+      cmd,
+      cwd=runner.REPO,
+      env=runner.env(XLA_FLAGS="--xla_force_host_platform_device_count=8"),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+
+
+def test_each_process_gets_its_flags_and_prefixed_lines():
+  proc = _start(_cmd(3, "echo"))
+  out, err = proc.communicate(timeout=60)
+  assert proc.returncode == 0, err
+  port = None
+  for i in range(3):
+    flags, env = [l[4:] for l in out.splitlines() if l.startswith(f"[{i}] ")]
+    assert "--config.distributed.initialize=true" in flags
+    assert f"--config.distributed.process_id={i}" in flags
+    assert "--config.distributed.num_processes=3" in flags
+    assert "--config.distributed.cpu_collectives=gloo" in flags
+    address = flags.split("coordinator_address=")[1].split()[0]
+    assert address.startswith("127.0.0.1:")
+    assert port in (None, address)
+    port = address
+    # The caller's device count is replaced, not appended to.
+    assert env == "--xla_force_host_platform_device_count=3 cpu"
+    assert f"[{i}] stderr line" in err.splitlines()
+
+
+def test_a_failed_process_ends_the_others_within_the_bound():
+  proc = _start(_cmd(2, "fail"))
+  t0 = time.monotonic()
+  out, err = proc.communicate(timeout=60)
+  wall = time.monotonic() - t0
+  assert proc.returncode == 3, (out, err)
+  assert "[launch] process 1 exited with status 3" in err
+  # Process 1 fails after 0.5 s; process 0 ignores SIGTERM and is killed.
+  assert wall < 0.5 + launch.GRACE_S + 1 + 2, wall
+
+
+def test_sigterm_is_forwarded_to_every_process():
+  proc = _start(_cmd(2, "term"))
+  time.sleep(0.2)
+  deadline = time.monotonic() + 30
+  while len(runner.child_pids(proc)) < 2 and time.monotonic() < deadline:
+    time.sleep(0.05)
+  time.sleep(1.0)  # Let both install their handler.
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=30)
+  assert proc.returncode == 0, err
+  assert "[0] saved" in out and "[1] saved" in out
