@@ -145,7 +145,7 @@ def train_step(
   # (a norm is finite iff every element is, barring overflow past ~1e19).
   total = metrics["loss"][0] + sum(metrics[k][0] for k in norms)
   metrics["finite"] = (jnp.isfinite(total).astype(jnp.float32), one)
-  if accum_steps == 1:
+  if accum_steps == 1:  # Written here, as before the knobs existed.
     bank = obj.write_bank(state.bank, aux, batch, mesh)
     log_z = aux.get("log_z", state.log_z)
   state = state.replace(step=state.step + 1, params=params)
