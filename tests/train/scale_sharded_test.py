@@ -11,6 +11,7 @@
 
 from jax.sharding import AbstractMesh
 from jax.sharding import PartitionSpec as P
+import pytest
 
 from codir_jax import sharding
 from tests import multidevice
@@ -131,6 +132,7 @@ def test_fsdp_spec_adds_data_on_the_largest_free_dimension():
   assert sharding.fsdp_spec(P(), (64, 32), one) == P()
 
 
+@pytest.mark.slow  # A 4-device subprocess, five train-step compiles.
 def test_teacher_sharding_and_accumulation_on_4_devices():
   out = multidevice.run_script(_SCRIPT, n_devices=4)
   assert "OK" in out, out

@@ -133,6 +133,7 @@ def test_remat_encoder_same_loss_and_gradients(policy):
   assert "remat" not in str(jaxpr(params, ""))
 
 
+@pytest.mark.slow  # Two train-step compiles.
 def test_remat_train_step_same_as_plain(tiny_dirs, tmp_path):
   """With dropout on (the tiny teacher's 0.1): replayed masks are equal."""
   dirs = (*tiny_dirs, tmp_path)
@@ -188,6 +189,7 @@ _RELEASED = dict(
 )
 
 
+@pytest.mark.slow  # Two train-step compiles each.
 @pytest.mark.parametrize("kw", [{}, _RELEASED], ids=["paper", "released"])
 def test_accumulation_with_bank_equals_sequential_micro_steps(
     no_dropout_dirs, kw
