@@ -58,6 +58,9 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
       s.models.teacher_path, "config.teacher.path"
   )
   data = task_data.load_train(s.data, teacher_path)
+  share = distributed.data_share(mesh)  # This process's rows of a batch.
+  local = share.local_batch(s.optim.batch_size)
+  distributed.check_share(len(data.train), share, local, "the training set")
   spec = data.spec
   t_dtype = builders.dtype_of(s.models.teacher_dtype, "config.teacher.dtype")
   if s.mode == "finetune_teacher":
@@ -98,9 +101,6 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
   steps_per_epoch = math.ceil(len(data.train) / o.batch_size)
   total = int(o.num_steps) or int(math.ceil(o.num_epochs * steps_per_epoch))
   buckets = tokenize.make_buckets(s.data.max_len, s.data.min_bucket)
-  share = distributed.data_share(mesh)  # This process's rows of a batch.
-  local = share.local_batch(o.batch_size)
-  distributed.check_share(len(data.train), share, local, "the training set")
 
   def make_iterator():
     return pipeline.BatchIterator(

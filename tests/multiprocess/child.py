@@ -20,9 +20,9 @@ a 1-process run of the same program compiled
 (distributed.shares_compile_cache). Here the key uses the device count and
 platform instead and leaves the device assignment out (as JAX does for
 GPUs), so every run loads one compile of each lowered program (a different
-mesh or shape lowers to a different program); runner.env also lets process
-0 compile a new multi-process program for all (JAX_SHARE_BINARY_BETWEEN_
-HOSTS), so no process waits 30 s in gloo's set-up for a slower compile.
+mesh or shape lowers to a different program), and process 0 compiles a new
+multi-process program for all (jax_share_binary_between_hosts), so no
+process waits 30 s in gloo's set-up for a slower compile.
 """
 
 import json
@@ -58,6 +58,7 @@ def _share_compile_cache() -> None:
   cache_key._hash_accelerator_config = accelerator_config
   cache_key._hash_serialized_compile_options = compile_options
   distributed.shares_compile_cache = lambda: True
+  jax.config.update("jax_share_binary_between_hosts", True)
 
 
 def _local_rows(x: jax.Array) -> np.ndarray:

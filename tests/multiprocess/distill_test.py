@@ -268,12 +268,13 @@ def test_single_process_sigterm_saves_the_current_step(
       np.testing.assert_array_equal(got_w[k], ref_w[k], err_msg=(name, k))
 
 
-def test_evaluate_and_predict_on_two_processes(mp_dirs, reference, tmp_path):
-  """13 dev and 11 test examples, global batch 8: none lost or repeated."""
+def test_predict_on_two_processes_writes_the_single_process_files(
+    mp_dirs, reference, tmp_path
+):
+  """11 test examples, global batch 8: none lost or repeated."""
   student = os.path.join(reference[0], "student")
-  model = f"--config.eval.model_path={student}"
+  predict = ["--config.mode=predict", f"--config.eval.model_path={student}"]
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
-  predict = ["--config.mode=predict", model]
   runner.run(runner.single_cmd(_args(mp_dirs, one, *predict)))
   runner.run(runner.launcher_cmd(2, 2, _args(mp_dirs, two, *predict)), n=2)
   names = sorted(os.listdir(os.path.join(one, "predictions")))
@@ -284,8 +285,3 @@ def test_evaluate_and_predict_on_two_processes(mp_dirs, reference, tmp_path):
         lines = a.read()
         assert b.read() == lines
     assert len(lines.splitlines()) == 1 + 11
-  evaluate = ["--config.mode=evaluate", model]
-  runner.run(runner.launcher_cmd(2, 2, _args(mp_dirs, two, *evaluate)), n=2)
-  with open(os.path.join(two, "eval_summary.json")) as f:
-    dev = json.load(f)["dev"]
-  assert dev == runner.summary(reference[0])["dev"]

@@ -38,9 +38,9 @@ def _start(cmd):
 
 
 def test_each_process_gets_its_flags_and_prefixed_lines():
-  proc = _start(_cmd(3, "echo"))
-  out, err = proc.communicate(timeout=60)
-  assert proc.returncode == 0, err
+  r = runner.finish(_start(_cmd(3, "echo")), time.monotonic(), timeout=60)
+  out, err = r.out, r.err
+  assert r.rc == 0, err
   port = None
   for i in range(3):
     flags, env = [l[4:] for l in out.splitlines() if l.startswith(f"[{i}] ")]
@@ -58,14 +58,11 @@ def test_each_process_gets_its_flags_and_prefixed_lines():
 
 
 def test_a_failed_process_ends_the_others_within_the_bound():
-  proc = _start(_cmd(2, "fail"))
-  t0 = time.monotonic()
-  out, err = proc.communicate(timeout=60)
-  wall = time.monotonic() - t0
-  assert proc.returncode == 3, (out, err)
-  assert "[launch] process 1 exited with status 3" in err
+  r = runner.finish(_start(_cmd(2, "fail")), time.monotonic(), timeout=60)
+  assert r.rc == 3, (r.out, r.err)
+  assert "[launch] process 1 exited with status 3" in r.err
   # Process 1 fails after 0.5 s; process 0 ignores SIGTERM and is killed.
-  assert wall < 0.5 + launch.GRACE_S + 1 + 2, wall
+  assert r.wall_s < 0.5 + launch.GRACE_S + 1 + 2, r.wall_s
 
 
 def test_sigterm_is_forwarded_to_every_process():
@@ -76,6 +73,6 @@ def test_sigterm_is_forwarded_to_every_process():
     time.sleep(0.05)
   time.sleep(1.0)  # Let both install their handler.
   proc.send_signal(signal.SIGTERM)
-  out, err = proc.communicate(timeout=30)
-  assert proc.returncode == 0, err
-  assert "[0] saved" in out and "[1] saved" in out
+  r = runner.finish(proc, time.monotonic(), timeout=30)
+  assert r.rc == 0, r.err
+  assert "[0] saved" in r.out and "[1] saved" in r.out

@@ -29,7 +29,6 @@ CHILD = "tests.multiprocess.child"
 
 def env(**extra) -> dict[str, str]:
   out = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
-  out["JAX_SHARE_BINARY_BETWEEN_HOSTS"] = "true"  # See child.py.
   out.pop("XLA_FLAGS", None)
   out.update({k: str(v) for k, v in extra.items()})
   return out
@@ -79,7 +78,14 @@ def start(cmd: list[str], *, n: int = 0, **extra) -> subprocess.Popen:
 
 
 def finish(proc: subprocess.Popen, t0: float, timeout: float = 900) -> Result:
-  out, err = proc.communicate(timeout=timeout)
+  """Waits for `proc`; on a time-out kills it (its children die with it:
+  the launcher's are set to) and raises."""
+  try:
+    out, err = proc.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.communicate()
+    raise
   return Result(proc.returncode, out, err, time.monotonic() - t0)
 
 
