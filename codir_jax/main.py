@@ -11,6 +11,7 @@ exit 1; the traceback (and any library error chained to it) only with
 `--verbosity=1` or higher.
 """
 
+import re
 import sys
 
 from absl import app
@@ -63,5 +64,20 @@ def main(argv):
     sys.exit(1)
 
 
+def _parse_flags(argv):
+  """absl's flag parsing; an unknown --config.<key> is one line, not a trace."""
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as e:  # ml_collections' locked config.
+    typed = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    guess = re.search(r'Did you mean "([^"]+)" instead of "([^"]+)"', str(e))
+    hint = f": {guess[2]!r}, did you mean {guess[1]!r}?" if guess else ""
+    print(
+        f"codir_jax: error: unknown config key in {' '.join(typed)}{hint}",
+        file=sys.stderr,
+    )
+    sys.exit(1)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
