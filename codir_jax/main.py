@@ -57,10 +57,10 @@ def main(argv):
   except input_errors as e:
     if flags.FLAGS.verbosity >= 1:
       raise
-    print(
-        f"codir_jax: error: {e}\n(traceback: add --verbosity=1)",
-        file=sys.stderr,
+    more = (
+        "" if "--verbosity=1" in str(e) else "\n(traceback: add --verbosity=1)"
     )
+    print(f"codir_jax: error: {e}{more}", file=sys.stderr)
     sys.exit(1)
 
 
