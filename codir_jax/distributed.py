@@ -28,6 +28,11 @@ that the process's devices hold. With the usual layout those are disjoint
 blocks, one per process; when a mesh axis other than 'data' spans processes
 (e.g. 'model' across hosts), several processes hold the same shards and
 must feed the same rows.
+
+Also here: `fail_fast` (an error ends this process at once instead of
+waiting at JAX's shutdown barrier), `to_host` (parameters split across
+processes, gathered for export) and `shares_compile_cache` (why several
+CPU processes run without JAX's compilation cache).
 """
 
 from __future__ import annotations
@@ -92,13 +97,13 @@ def _wait_for_port(address: str, seconds: int) -> None:
 def _watchdog(seconds: int, d: settings_lib.Distributed) -> threading.Timer:
   """A started timer that ends the process if the cluster has not formed."""
   where = d.coordinator_address or "the auto-detected coordinator"
-  n = d.num_processes or "the auto-detected number of"
+  who = f"all {d.num_processes} processes" if d.num_processes else "all"
 
   def fire():
     print(
         f"codir_jax: error: the JAX cluster did not form within {seconds} s"
         f" (process {d.process_id if d.process_id >= 0 else '?'}, coordinator"
-        f" {where}): not all {n} processes registered. Start every process"
+        f" {where}): not {who} registered. Start every process"
         " with the same config.distributed.coordinator_address and"
         " num_processes, or raise the time-out"
         f" ({TIMEOUT_ENV}).",

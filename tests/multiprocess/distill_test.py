@@ -193,11 +193,18 @@ def test_preempt_then_kill_then_resume_matches_uninterrupted(
   cmd = runner.launcher_cmd(
       2, 2, _args(mp_dirs, workdir, "--config.ckpt.every_steps=1")
   )
-  # 1. SIGTERM to the launcher, forwarded to both: one agreed step saved.
+  # 1. SIGTERM to process 1, and to process 0 more than a step (1 s)
+  # later: both still stop at one agreed step, save it once and exit 0.
   proc = runner.start(cmd, n=2, CODIR_TEST_DELAY=1.0)
   _wait_rows(workdir, proc, 2)
+  pids = runner.child_pids(proc)
   t0 = time.monotonic()
-  proc.send_signal(signal.SIGTERM)
+  runner.kill(pids[1], signal.SIGTERM)
+  time.sleep(1.5)
+  try:
+    runner.kill(pids[0], signal.SIGTERM)
+  except ProcessLookupError:
+    pass  # Already saved and ended.
   r = runner.finish(proc, t0, timeout=120)
   assert r.rc == 0, r.err[-5000:]
   assert r.wall_s < 60, r.wall_s
