@@ -19,7 +19,7 @@ pytestmark = pytest.mark.multiprocess
 
 def _args(d, workdir):
   return [
-      "--config=configs/pretrain_codir.py:queue",
+      "--config=configs/pretrain_codir.py",
       f"--workdir={workdir}",
       f"--config.teacher.path={d['mlm']}",
       f"--config.pretrain.train_files=('{d['corpus']}',)",
@@ -30,8 +30,6 @@ def _args(d, workdir):
       "--config.student.dtype=float32",
       "--config.student.layers=(2,)",
       "--config.loss.proj_dim=16",
-      "--config.bank.queue_size=16",
-      "--config.bank.num_negatives=8",
       "--config.optim.batch_size=8",
       "--config.optim.lr=1e-3",
       "--config.optim.num_steps=4",
