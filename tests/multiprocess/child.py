@@ -46,6 +46,12 @@ _PROBE = os.environ.get("CODIR_TEST_PROBE", "")
 def _share_compile_cache() -> None:
   from jax._src import cache_key  # pylint: disable=g-import-not-at-top
 
+  if not all(
+      hasattr(cache_key, f)
+      for f in ("_hash_accelerator_config", "_hash_serialized_compile_options")
+  ):
+    return  # Another JAX: every process compiles (slower, same numbers).
+
   def accelerator_config(hash_obj, devices):
     hash_obj.update(f"{devices.size}:{devices.flat[0].platform}".encode())
 
