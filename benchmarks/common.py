@@ -244,6 +244,8 @@ def dot_backend() -> dict[str, str]:
   found = [name for marker, name in _DOT_MARKERS if marker in text]
   if found:
     dot = found[0] + " (in the compiled HLO)"
+  elif " dot(" in text and jax.default_backend() == "cpu":
+    dot = "XLA DotThunk, Eigen (a plain dot in the compiled HLO)"
   else:
     dot = "unknown (plain HLO dot, library not visible)"
   return dict(

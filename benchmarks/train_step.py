@@ -41,12 +41,14 @@ pinning and timing are common.py.
   python benchmarks/train_step.py [--batch_size 8 --seq_len 128
       --num_negatives 1024 --bank_size 4096 --steps 5 --warmup 2]
       [--small] [--frameworks jax,torch] [--out FILE.json]
+      [--jax_xla_flags '--xla_cpu_experimental_ynn_fusion_type=;...']
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from typing import Any
@@ -168,6 +170,15 @@ def parse_args(argv=None):
   parser.add_argument("--bank_size", type=int, default=4096, help="N")
   parser.add_argument("--frameworks", default="jax,torch")
   parser.add_argument(
+      "--jax_xla_flags",
+      default="",
+      help=(
+          "';'-separated XLA_FLAGS settings: the JAX step runs once more per"
+          " setting, each a row of the same table (e.g."
+          " '--xla_cpu_experimental_ynn_fusion_type=' turns YNNPACK off)"
+      ),
+  )
+  parser.add_argument(
       "--peak_tflops",
       type=float,
       default=None,
@@ -186,11 +197,16 @@ def main() -> None:
     return
   argv = common.worker_argv(args)
   machine = common.machine_info()
-  results, loads = {}, {}
-  for fw in args.frameworks.split(","):
-    loads[fw] = common.load_snapshot()
-    print(f"[{fw}] before: {loads[fw]}", flush=True)
-    results[fw] = common.run_worker(__file__, fw, argv)
+  results, loads, dots = {}, {}, {}
+  runs = [(fw, fw, None) for fw in args.frameworks.split(",")]
+  for flags in filter(None, args.jax_xla_flags.split(";")):
+    env = dict(os.environ, XLA_FLAGS=flags.strip())
+    runs.append((f"jax [{flags.strip()}]", "jax", env))
+    dots[runs[-1][0]] = common.probe_dot_backend(env)["dot"]
+  for name, fw, env in runs:
+    loads[name] = common.load_snapshot()
+    print(f"[{name}] before: {loads[name]}", flush=True)
+    results[name] = common.run_worker(__file__, fw, argv, env)
   flops = results.get("jax", {}).get("flops")
   rows = {
       fw: summarise(r, args.batch_size, flops, peak_flops(r, args.peak_tflops))
@@ -202,7 +218,10 @@ def main() -> None:
       f"{args.threads} cores, {args.steps} timed steps after "
       f"{args.warmup} warm-up"
   )
-  print(common.machine_line(machine) + "\n")
+  print(common.machine_line(machine))
+  for name, dot in dots.items():
+    print(f"{name}: XLA dot backend {dot}")
+  print()
   print(
       "| framework | device | dtype | median s/step | min s/step | "
       "examples/s | GFLOP/s | MFU | setup+compile s |"
@@ -234,6 +253,10 @@ def main() -> None:
         f"{best:.2f}x from the fastest steps "
         f"(target >= 1.2x: {'met' if ratio >= 1.2 else 'MISSED'})"
     )
+    for name in (n for n in rows if n.startswith("jax [")):
+      r = rows[name]["examples_per_s"] / rows["torch"]["examples_per_s"]
+      summary.setdefault("variants_over_torch", {})[name] = r
+      print(f"throughput ratio {name} / torch = {r:.2f}x from medians")
   if flops:
     print(f"FLOPs per step (XLA cost analysis): {flops / 1e9:.1f} GFLOP")
   print(
