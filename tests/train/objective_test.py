@@ -1,14 +1,19 @@
-"""The jitted train step's objective against a NumPy computation.
+"""The trainer's objective against a NumPy computation.
 
-For each variant, one real step (built by glue_run, compiled by loop) runs
-on a tiny dropout-free teacher/student; the test recomputes every term and
-the total from the models' outputs, the projection heads and the banks as
-they were before the step (tests/reference/objective_reference.py), with
-the negative ids the step's key draws. The last batch row is marked as
-padding, so masking is checked too.
+For each variant, the trainer runs two steps on a tiny dropout-free
+teacher/student whose batches end with a padding row (so masking is checked
+too). The test records the first step (its batch, the state before it, the
+step's metrics) and recomputes every term and the total from the models'
+outputs, the projection heads and the banks as they were before the step
+(tests/reference/objective_reference.py), with the negative ids the step's
+key draws. The step's metrics and the row the trainer logged for step 1
+must both match; every step's row must hold exactly the variant's terms,
+all finite.
 """
 
+import dataclasses
 import functools
+import json
 import os
 
 from flax import nnx
@@ -16,13 +21,10 @@ import jax
 import numpy as np
 import pytest
 
-from codir_jax import sharding
 from codir_jax.losses import memory_bank
-from codir_jax.train import glue_run
 from codir_jax.train import loop
-from codir_jax.train import pretrain_run
-from codir_jax.train import settings
 from codir_jax.train import task_data
+from codir_jax.train import trainer
 from tests.reference import objective_reference as obj_ref
 from tests.train import assets
 
@@ -81,6 +83,15 @@ _VARIANTS = {
     ),
     "regression": ("variant=codir", dict(task__name="stsb")),
 }
+# The distillation terms each variant logs (independent of the reference).
+_TERMS = {
+    "kd": {"kd"},
+    "pkd": {"kd", "pkd"},
+    "codir": {"kd", "crd"},
+    "codir_inbatch": {"kd", "crd"},
+    "released": {"kd", "crd"},
+    "regression": {"kd", "crd"},
+}
 
 
 def _setting(run, config) -> obj_ref.Setting:
@@ -104,6 +115,71 @@ def _setting(run, config) -> obj_ref.Setting:
       batch_scaled=l.crd_batch_scaled,
       num_data=run.bank_slots,
   )
+
+
+class _PadLastRow:
+  """A run's batch iterator whose batches end with a padding row.
+
+  Keeps the first batch (step 1's) in `seen`; the iterator's state methods
+  pass through, so checkpoints are unchanged.
+  """
+
+  def __init__(self, it, seen):
+    self._it, self._seen = it, seen
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    batch = dict(next(self._it))
+    batch["valid"] = np.asarray(batch["valid"]).copy()
+    batch["valid"][-1] = False  # A padding row must not count.
+    self._seen.setdefault("batch", batch)
+    return batch
+
+  def __getattr__(self, name):
+    return getattr(self._it, name)
+
+
+def _train(config, workdir, monkeypatch):
+  """Runs the trainer; returns (summary, train rows, what step 1 saw).
+
+  `seen` holds the run, step 1's host batch, the state before step 1 and
+  the teacher's parameters (both fetched before the step donates them), and
+  the step's metrics.
+  """
+  seen = {}
+  fit, compile_run = loop.fit, loop.compile_run
+
+  def padded_fit(run, on_ready=None):
+    make = run.make_iterator
+    run = dataclasses.replace(
+        run, make_iterator=lambda: _PadLastRow(make(), seen)
+    )
+    seen["run"] = run
+    return fit(run, on_ready)
+
+  def recording_compile_run(run):
+    compiled = compile_run(run)
+    jitted = compiled.train_step
+
+    def train_step(state, batch, teacher_params):
+      if "metrics" in seen:
+        return jitted(state, batch, teacher_params)
+      seen["before"] = jax.device_get(state)
+      seen["teacher_params"] = jax.device_get(teacher_params)
+      new, metrics = jitted(state, batch, teacher_params)
+      seen["metrics"] = jax.device_get(metrics)
+      return new, metrics
+
+    return dataclasses.replace(compiled, train_step=train_step)
+
+  monkeypatch.setattr(loop, "fit", padded_fit)
+  monkeypatch.setattr(loop, "compile_run", recording_compile_run)
+  summary = trainer.train_and_evaluate(config, workdir)
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [r for r in map(json.loads, f) if r["split"] == "train"]
+  return summary, rows, seen
 
 
 def _outputs(graphdef, params, batch):
@@ -132,35 +208,25 @@ def _negatives(run, key, bank, batch):
   return np.asarray(ids), np.asarray(mask)
 
 
-def _one_step(run, mesh):
-  """One real step on the first batch (last row padding).
+def _step_one(seen):
+  """Step 1 as the reference needs it.
 
-  Returns (per-term means the step logged, state before the step, the host
-  batch, the teacher params, the step's (student, teacher) bank keys, and
-  the reference's common keyword arguments: both models' outputs and the
-  projection heads).
+  Returns (per-term means the step computed, the step's (student, teacher)
+  bank keys, and the reference's common keyword arguments: both models'
+  outputs and the projection heads).
   """
-  compiled = loop.compile_run(run)
-  state = compiled.init()
-  batch = dict(next(run.make_iterator()))
-  batch["valid"] = np.asarray(batch["valid"]).copy()
-  batch["valid"][-1] = False  # A padding row must not count.
-  before = jax.device_get(state)
+  run, before, batch = seen["run"], seen["before"], seen["batch"]
   step_key = jax.random.fold_in(before.rng, before.step)
   _, bank_key = jax.random.split(step_key)
   keys = jax.random.split(bank_key)
-  _, metrics = compiled.train_step(
-      state, sharding.put_batch(batch, mesh), compiled.teacher_params
-  )
   got = {
-      k: float(s) / max(float(c), 1.0)
-      for k, (s, c) in jax.device_get(metrics).items()
+      k: float(s) / max(float(c), 1.0) for k, (s, c) in seen["metrics"].items()
   }
   s_logits, s_hidden = _outputs(
       run.graphs.student, before.params["student"], batch
   )
   t_logits, t_hidden = _outputs(
-      run.graphs.teacher, compiled.teacher_params, batch
+      run.graphs.teacher, seen["teacher_params"], batch
   )
   common = dict(
       s_logits=s_logits,
@@ -175,23 +241,46 @@ def _one_step(run, mesh):
     if side in before.params:
       p = before.params[side]
       common[side] = (p["kernel"][...], p["bias"][...])
-  return got, before, batch, keys, common
+  return got, keys, common
 
 
-def _check_variant(dirs, tmp_path, name, **extra):
+def _check(want, got, row, name):
+  """The step's metrics and the logged row of step 1 equal `want`."""
+  for term, value in want.items():
+    for where, have in (("step", got), ("logged row", row)):
+      np.testing.assert_allclose(
+          have[term],
+          value,
+          rtol=2e-5,
+          atol=2e-6,
+          err_msg=f"{name}: {term} ({where})",
+      )
+  assert set(want) <= set(got)
+
+
+@pytest.mark.parametrize("name", sorted(_VARIANTS))
+def test_every_term_and_the_total_match_numpy(
+    dirs, tmp_path, monkeypatch, name
+):
   teacher, reg, data, students = dirs
   arg, kw = _VARIANTS[name]
-  kw = dict(kw, **extra)
+  kw = dict(kw)
   student = students[2]
   if kw.get("task__name") == "stsb":
     teacher, student = reg, students[1]
   kw.update(student__init="pretrained", student__path=student)
-  config = assets.tiny_config(teacher, data, arg, **kw)
-  mesh = sharding.make_mesh([("data", 1), ("model", 1)], jax.devices()[:1])
-  run, _ = glue_run.build_run(
-      settings.from_config(config), str(tmp_path / name), mesh
+  config = assets.tiny_config(
+      teacher,
+      data,
+      arg,
+      optim__num_steps=2,
+      log__every_steps=1,
+      eval__compare_teacher=False,
+      **kw,
   )
-  got, before, batch, (key_s, key_t), kw = _one_step(run, mesh)
+  summary, rows, seen = _train(config, str(tmp_path / name), monkeypatch)
+  run, before, batch = seen["run"], seen["before"], seen["batch"]
+  got, (key_s, key_t), kw = _step_one(seen)
   if run.loss.uses_bank:
     bank_s, bank_t = before.bank["student"], before.bank["teacher"]
     if config.bank.shared_negatives:
@@ -203,31 +292,26 @@ def _check_variant(dirs, tmp_path, name, **extra):
         negs_t=_negatives(run, key_t, bank_s, batch),
     )
   want = obj_ref.objective(_setting(run, config), labels=batch["labels"], **kw)
-  return got, want
+  assert summary["steps"] == 2 and [r["step"] for r in rows] == [1, 2]
+  _check(want, got, rows[0], name)
+  assert {"kd", "pkd", "crd"} & set(want) == _TERMS[name]
+  for row in rows:  # Every step logs exactly the variant's terms, finite.
+    assert {"kd", "pkd", "crd"} & set(row) == _TERMS[name], row
+    for key in ["loss", "task", *_TERMS[name]]:
+      assert np.isfinite(row[key]), (key, row)
 
 
-@pytest.mark.parametrize("name", sorted(_VARIANTS))
-def test_every_term_and_the_total_match_numpy(dirs, tmp_path, name):
-  got, want = _check_variant(dirs, tmp_path, name)
-  for term, value in want.items():
-    np.testing.assert_allclose(
-        got[term], value, rtol=2e-5, atol=2e-6, err_msg=f"{name}: {term}"
-    )
-  assert set(want) <= set(got)
-  assert {"kd", "pkd", "crd"} & set(got) == {"kd", "pkd", "crd"} & set(want)
-
-
-def test_mlm_terms_and_total_match_numpy(tmp_path):
+def test_mlm_terms_and_total_match_numpy(tmp_path, monkeypatch):
   """CoDIR-Pre: CE and KD over the masked tokens, in-batch InfoNCE."""
   teacher = assets.make_mlm_teacher_dir(str(tmp_path / "mlm"))
   train = assets.write_corpus(str(tmp_path / "train.txt"), num_lines=200)
-  config = assets.pretrain_config(teacher, train, train)
-  config.pretrain.eval_files = ()
-  mesh = sharding.make_mesh([("data", 1), ("model", 1)], jax.devices()[:1])
-  run, _ = pretrain_run.build_run(
-      settings.from_config(config), str(tmp_path / "w"), mesh
+  config = assets.pretrain_config(
+      teacher, train, train, optim__num_steps=1, log__every_steps=1
   )
-  got, _, batch, _, kw = _one_step(run, mesh)
+  config.pretrain.eval_files = ()
+  summary, rows, seen = _train(config, str(tmp_path / "w"), monkeypatch)
+  got, _, kw = _step_one(seen)
+  batch = seen["batch"]
   l = config.loss
   st = obj_ref.Setting(
       beta=l.kd_weight,
@@ -254,7 +338,5 @@ def test_mlm_terms_and_total_match_numpy(tmp_path):
       **kw,
   )
   assert set(want) == {"task", "kd", "crd", "loss"}
-  for term, value in want.items():
-    np.testing.assert_allclose(
-        got[term], value, rtol=2e-5, atol=2e-6, err_msg=term
-    )
+  assert summary["steps"] == 1 and [r["step"] for r in rows] == [1]
+  _check(want, got, rows[0], "mlm")
