@@ -1,12 +1,17 @@
 """End-to-end runs of the trainer on the tiny teacher and task."""
 
+import dataclasses
+import functools
 import json
 import os
+import shutil
 
+import jax
 import numpy as np
 import pytest
 import safetensors.numpy
 
+from codir_jax.train import loop
 from codir_jax.train import step as step_lib
 from codir_jax.train import trainer
 from tests.train import assets
@@ -24,23 +29,40 @@ def _rows(workdir, split="train"):
     return [r for r in map(json.loads, f) if r["split"] == split]
 
 
-@pytest.mark.parametrize("variant", ["kd", "pkd", "codir", "codir_inbatch"])
-def test_variants_train_and_log_their_terms(tmp_path, tiny_dirs, variant):
-  summary, workdir = _run(
-      tmp_path, tiny_dirs, arg=f"variant={variant}", optim__num_steps=2
-  )
+@pytest.fixture(scope="module")
+def trained(tiny_dirs, tmp_path_factory):
+  """One default tiny run (CoDIR, 6 steps, dev evaluation every 2 steps).
+
+  Returns (summary, workdir, how many times the train step was traced).
+  Tests only read the workdir (copy it to change it). The variants' runs
+  are objective_test's (each checked against NumPy there).
+  """
+  traces = []
+  original = step_lib.train_step
+
+  @functools.wraps(original)  # The same program (name) as a plain run.
+  def counting(*args, **kwargs):
+    traces.append(1)
+    return original(*args, **kwargs)
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(step_lib, "train_step", counting)
+    summary, workdir = _run(
+        tmp_path_factory.mktemp("trained"),
+        tiny_dirs,
+        log__eval_every_steps=2,
+    )
+  return summary, workdir, len(traces)
+
+
+def test_codir_logs_its_terms_and_reports_dev_and_speed(trained, tiny_dirs):
+  summary, workdir, _ = trained
   rows = _rows(workdir)
-  assert [r["step"] for r in rows] == [2]
-  expected = {
-      "kd": {"kd"},
-      "pkd": {"kd", "pkd"},
-      "codir": {"kd", "crd"},
-      "codir_inbatch": {"kd", "crd"},
-  }[variant]
-  terms = {"kd", "pkd", "crd"} & set(rows[0])
-  assert terms == expected
-  for key in ["loss", "task", *terms]:
-    assert np.isfinite(rows[0][key]), (key, rows[0])
+  assert [r["step"] for r in rows] == [2, 4, 6]
+  for row in rows:
+    assert {"kd", "pkd", "crd"} & set(row) == {"kd", "crd"}, row
+    for key in ["loss", "task", "kd", "crd"]:
+      assert np.isfinite(row[key]), (key, row)
   # The dev score equals what transformers computes from the export, and
   # the reported speed ratio is the ratio of the two reported speeds.
   assert summary["dev"]["accuracy"] == pytest.approx(
@@ -52,24 +74,10 @@ def test_variants_train_and_log_their_terms(tmp_path, tiny_dirs, variant):
   )
 
 
-def test_released_code_variant_runs_nce(tmp_path, tiny_dirs):
-  summary, workdir = _run(
-      tmp_path,
-      tiny_dirs,
-      optim__num_steps=2,
-      loss__objective="nce",
-      loss__pooling="first",
-      loss__positive="bank",
-      loss__teacher_layers="odd",
-  )
-  assert np.isfinite(_rows(workdir)[0]["crd"])
-  assert summary["steps"] == 2
-
-
-def test_export_loads_in_transformers(tmp_path, tiny_dirs):
+def test_export_loads_in_transformers(trained):
   transformers = pytest.importorskip("transformers")
   torch = pytest.importorskip("torch")
-  summary, workdir = _run(tmp_path, tiny_dirs)
+  summary, workdir, _ = trained
   export = summary["export"]
   assert export == os.path.join(workdir, "student")
   model, info = transformers.AutoModelForSequenceClassification.from_pretrained(
@@ -90,33 +98,14 @@ def test_export_loads_in_transformers(tmp_path, tiny_dirs):
   assert json.load(open(os.path.join(workdir, "summary.json")))["steps"] == 6
 
 
-def test_step_compiles_once(tmp_path, tiny_dirs, monkeypatch):
-  traces = []
-  original = step_lib.train_step
-
-  def counting(*args, **kwargs):
-    traces.append(1)
-    return original(*args, **kwargs)
-
-  monkeypatch.setattr(step_lib, "train_step", counting)
-  summary, _ = _run(
-      tmp_path, tiny_dirs, optim__num_steps=6, log__eval_every_steps=2
-  )
+def test_step_compiles_once(trained):
+  summary, _, traces = trained  # Evaluations every 2 steps in between.
   assert summary["steps"] == 6
-  assert len(traces) == 1, f"train_step traced {len(traces)} times"
+  assert traces == 1, f"train_step traced {traces} times"
 
 
-def test_finetune_teacher_exports_a_teacher(tmp_path, tiny_dirs):
-  summary, workdir = _run(
-      tmp_path, tiny_dirs, mode="finetune_teacher", optim__num_steps=2
-  )
-  assert summary["export"] == os.path.join(workdir, "teacher")
-  assert set(_rows(workdir)[0]) >= {"loss", "task", "accuracy"}
-  assert "kd" not in _rows(workdir)[0]
-
-
-def test_evaluate_mode_matches_training_summary(tmp_path, tiny_dirs):
-  summary, workdir = _run(tmp_path, tiny_dirs)
+def test_evaluate_mode_matches_training_summary(trained, tmp_path, tiny_dirs):
+  summary, _, _ = trained
   teacher, data = tiny_dirs
   config = assets.tiny_config(teacher, data, mode="evaluate")
   config.eval.model_path = summary["export"]
@@ -127,17 +116,23 @@ def test_evaluate_mode_matches_training_summary(tmp_path, tiny_dirs):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(
     tmp_path, tiny_dirs, monkeypatch
 ):
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  compile_run = loop.compile_run
 
-  original = step_lib.train_step
+  def poisoned(run):
+    """The real step (the default run's program); step 5 logs a NaN loss."""
+    compiled = compile_run(run)
+    jitted = compiled.train_step
 
-  def poisoned(state, batch, teacher_params, **kw):
-    new, metrics = original(state, batch, teacher_params, **kw)
-    s, c = metrics["loss"]
-    metrics["loss"] = (jnp.where(state.step >= 4, jnp.nan, s), c)
-    return new, metrics
+    def train_step(state, batch, teacher_params):
+      step = int(jax.device_get(state.step))  # Before the step donates it.
+      new, metrics = jitted(state, batch, teacher_params)
+      if step >= 4:
+        metrics = dict(metrics, loss=(np.float32(np.nan), metrics["loss"][1]))
+      return new, metrics
 
-  monkeypatch.setattr(step_lib, "train_step", poisoned)
+    return dataclasses.replace(compiled, train_step=train_step)
+
+  monkeypatch.setattr(loop, "compile_run", poisoned)
   # Step 5's loss is NaN: checkpoint 4 (its input) would replay it.
   with pytest.raises(
       FloatingPointError, match="last finite checkpoint is step 2"
@@ -194,10 +189,11 @@ def test_teacher_without_task_head_is_refused_for_kd(tmp_path, tiny_dirs):
 
 
 def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(
-    tmp_path, tiny_dirs
+    trained, tmp_path, tiny_dirs
 ):
-  _, workdir = _run(tmp_path, tiny_dirs, name="c", optim__num_steps=2)
-  state_dir = os.path.join(workdir, "checkpoints", "2", "state")
+  workdir = str(tmp_path / "c")
+  shutil.copytree(trained[1], workdir)
+  state_dir = os.path.join(workdir, "checkpoints", "6", "state")
   victims = [
       os.path.join(r, f)
       for r, _, fs in os.walk(state_dir)
@@ -220,9 +216,9 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(
   before = snapshot()
   os.remove(os.path.join(workdir, "summary.json"))  # As if killed.
   with pytest.raises(
-      Exception, match="checkpoints/2 exists but could not be restored"
+      Exception, match="checkpoints/6 exists but could not be restored"
   ) as err:
-    _run(tmp_path, tiny_dirs, name="c", optim__num_steps=2)
+    _run(tmp_path, tiny_dirs, name="c", log__eval_every_steps=2)
   # One short paragraph; the library's detail stays chained.
   message = str(err.value)
   assert len(message) < 700 and "\n" not in message, message
@@ -232,10 +228,10 @@ def test_corrupt_checkpoint_is_a_clear_error_and_nothing_changes(
   assert snapshot() == before
 
 
-def test_exported_weights_differ_from_teacher_layers(tmp_path, tiny_dirs):
+def test_exported_weights_differ_from_teacher_layers(trained, tiny_dirs):
   """Training changed the student (guards against exporting the init)."""
   teacher, _ = tiny_dirs
-  summary, _ = _run(tmp_path, tiny_dirs)
+  summary, _, _ = trained
   t = safetensors.numpy.load_file(os.path.join(teacher, "model.safetensors"))
   s = safetensors.numpy.load_file(
       os.path.join(summary["export"], "model.safetensors")
