@@ -40,6 +40,30 @@ def _checkpoint_steps(workdir):
   return sorted(int(s) for s in os.listdir(d) if s.isdigit())
 
 
+# Every run here: 4 steps (the warm-up's lr = 0 at step 1, the full lr at
+# step 2), each checkpointed. At lr 1e-3 (tiny.py's) they are one program,
+# compiled once for the file; only the huge-lr runs compile their own.
+_KW = dict(
+    optim__num_steps=4,
+    ckpt__every_steps=1,
+    ckpt__keep=20,
+    eval__compare_teacher=False,
+)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_dirs, tmp_path_factory):
+  """(workdir, summary) of one finished run; tests change only copies."""
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  return workdir, _run(tiny_dirs, workdir, log__every_steps=3, **_KW)
+
+
+def _copy(finished, tmp_path):
+  workdir = tmp_path / "copy"
+  shutil.copytree(finished[0], workdir)
+  return workdir
+
+
 @pytest.mark.parametrize(
     "lr, what", [(1e37, "non-finite"), (1e9, "diverged (update norm")]
 )
@@ -53,9 +77,8 @@ def test_huge_lr_leaves_only_finite_checkpoints_and_resumes(
   # only checks saved them); at 1e9 finite in every way but ruined (the
   # issue's probe: the next forward is NaN whatever the lr of a rerun), so
   # only the update/parameter norm ratio can tell.
-  kw = dict(optim__num_steps=8, ckpt__every_steps=1, ckpt__keep=20)
   with pytest.raises(FloatingPointError) as err:
-    _run(tiny_dirs, workdir, optim__lr=lr, **kw)
+    _run(tiny_dirs, workdir, optim__lr=lr, **_KW)
   message = str(err.value)
   assert message.startswith(what) and "at step 2:" in message, message
   named = int(re.search(r"last finite checkpoint is step (\d+)", message)[1])
@@ -72,29 +95,23 @@ def test_huge_lr_leaves_only_finite_checkpoints_and_resumes(
     assert np.isfinite(np.sum([np.sum(np.square(x)) for x in leaves])), s
   # Same workdir, sane lr (allowed after the tripwire): resumes and ends.
   capsys.readouterr()
-  summary = _run(tiny_dirs, workdir, optim__lr=1e-3, **kw)
+  summary = _run(tiny_dirs, workdir, optim__lr=1e-3, **_KW)
   assert f"Resumed from step {named}" in capsys.readouterr().out
-  assert summary["steps"] == 8
+  assert summary["steps"] == 4
   rows = _rows(workdir)
   train = [r["step"] for r in rows if r["split"] == "train"]
-  assert train == list(range(1, 9)), train  # One row a step, no repeats.
+  assert train == [1, 2, 3, 4], train  # One row a step, no repeats.
   assert all(r["finite"] == 1.0 for r in rows if r["split"] == "train")
 
 
 def test_changed_recipe_is_refused_and_nothing_is_rewritten(
-    tiny_dirs, tmp_path, capsys
+    tiny_dirs, finished, tmp_path, capsys
 ):
-  workdir = tmp_path / "fixed"
-  first = _run(tiny_dirs, workdir, optim__num_steps=2)
+  workdir = _copy(finished, tmp_path)
+  first = finished[1]
   before = _bytes(workdir)
   with pytest.raises(ValueError) as err:
-    _run(
-        tiny_dirs,
-        workdir,
-        optim__num_steps=2,
-        optim__lr=0.5,
-        loss__temperature=0.5,
-    )
+    _run(tiny_dirs, workdir, optim__lr=0.5, loss__temperature=0.5, **_KW)
   message = str(err.value)
   assert "optim.lr: 0.001 -> 0.5" in message, message
   assert "loss.temperature: " in message and "-> 0.5" in message, message
@@ -102,10 +119,10 @@ def test_changed_recipe_is_refused_and_nothing_is_rewritten(
   assert _bytes(workdir) == before
   # The same recipe (log cadence may change): the stored summary, as is.
   capsys.readouterr()
-  again = _run(tiny_dirs, workdir, optim__num_steps=2, log__every_steps=1)
+  again = _run(tiny_dirs, workdir, log__every_steps=1, **_KW)
   assert "already holds this finished run" in capsys.readouterr().out
   assert again == json.loads(before["summary.json"])
-  assert first["steps"] == again["steps"] == 2
+  assert first["steps"] == again["steps"] == 4
   assert _bytes(workdir) == before
 
 
@@ -166,17 +183,15 @@ def test_tokenizer_larger_than_the_embedding_is_refused(tiny_dirs, tmp_path):
 
 
 def test_saves_log_their_window_and_resume_drops_later_rows(
-    tiny_dirs, tmp_path
+    tiny_dirs, finished, tmp_path
 ):
-  workdir = tmp_path / "rows"
-  kw = dict(optim__num_steps=4, ckpt__every_steps=1, log__every_steps=3)
-  _run(tiny_dirs, workdir, **kw)
+  workdir = _copy(finished, tmp_path)  # Logged every 3 steps, saved each.
   train = [r["step"] for r in _rows(workdir) if r["split"] == "train"]
   assert train == [1, 2, 3, 4], train
   # As if killed after step 4's rows but before its checkpoint and summary.
   shutil.rmtree(workdir / "checkpoints" / "4")
   os.remove(workdir / "summary.json")
-  _run(tiny_dirs, workdir, **kw)
+  _run(tiny_dirs, workdir, log__every_steps=3, **_KW)
   counts = collections.Counter((r["step"], r["split"]) for r in _rows(workdir))
   assert set(counts.values()) == {1}, counts
   assert (4, "eval") in counts and (4, "train") in counts
