@@ -1,4 +1,10 @@
-"""Killed-and-resumed runs end exactly like an uninterrupted run."""
+"""A killed, then preempted, then resumed run ends like an uninterrupted one.
+
+Four CLI processes: the uninterrupted reference, and one workdir's run
+killed with SIGKILL, resumed and preempted with SIGTERM, resumed to the end
+(tests/train/slow_child.py pauses a child so that each signal lands before
+a known step). The end state is bit-identical to the reference's.
+"""
 
 import json
 import os
@@ -8,30 +14,32 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import safetensors.numpy
 
 from tests.train import assets
 
 CHILD = os.path.join(os.path.dirname(__file__), "slow_child.py")
+LOG_EVERY = 4  # Steps per train row, between evaluations, per checkpoint.
 
 
-def _cmd(tiny_dirs, workdir, delay):
+def _cmd(tiny_dirs, workdir, pause_at=0, signals=""):
   teacher, data = tiny_dirs
   return [
       sys.executable,
       CHILD,
-      str(delay),
+      str(pause_at),
+      str(signals),
       "--config",
       os.path.join(assets.REPO, "configs", "tiny.py"),
       "--workdir",
-      workdir,
+      str(workdir),
       f"--config.teacher.path={teacher}",
       f"--config.task.data_dir={data}",
       "--config.optim.num_steps=12",
-      "--config.ckpt.every_steps=4",
-      "--config.log.every_steps=4",
-      "--config.log.eval_every_steps=4",
+      f"--config.ckpt.every_steps={LOG_EVERY}",
+      f"--config.log.every_steps={LOG_EVERY}",
+      f"--config.log.eval_every_steps={LOG_EVERY}",
+      "--config.eval.compare_teacher=false",
   ]
 
 
@@ -49,12 +57,36 @@ def _run(cmd):
   return proc
 
 
-def _wait_for(path, proc, timeout=300):
+def _start_paused(tiny_dirs, workdir, pause_at, signals):
+  """A child paused before its `pause_at`-th step; its output goes to files."""
+  os.makedirs(signals)
+  out = open(os.path.join(signals, "stdout"), "w")
+  err = open(os.path.join(signals, "stderr"), "w")
+  proc = subprocess.Popen(
+      _cmd(tiny_dirs, workdir, pause_at, signals),
+      env=_env(),
+      stdout=out,
+      stderr=err,
+  )
+  out.close()
+  err.close()
   t0 = time.time()
-  while not os.path.isdir(path):
-    assert proc.poll() is None, "child ended before the checkpoint appeared"
-    assert time.time() - t0 < timeout
+  while not os.path.exists(os.path.join(signals, "paused")):
+    if proc.poll() is not None:
+      raise AssertionError(_read(signals, "stderr")[-4000:])
+    assert time.time() - t0 < 600, "the child never paused"
     time.sleep(0.02)
+  return proc
+
+
+def _read(signals, name):
+  with open(os.path.join(signals, name)) as f:
+    return f.read()
+
+
+def _checkpoints(workdir):
+  d = os.path.join(workdir, "checkpoints")
+  return sorted(int(s) for s in os.listdir(d) if s.isdigit())
 
 
 def _outcome(workdir):
@@ -66,7 +98,7 @@ def _outcome(workdir):
   return rows, summary, weights
 
 
-def _check_same(ref_dir, got_dir, resumed_after):
+def _check_same(ref_dir, got_dir, resumes):
   ref_rows, ref_sum, ref_w = _outcome(ref_dir)
   rows, summary, weights = _outcome(got_dir)
   assert summary["dev"] == ref_sum["dev"]
@@ -75,72 +107,55 @@ def _check_same(ref_dir, got_dir, resumed_after):
   assert sorted(weights) == sorted(ref_w)
   for k in ref_w:
     np.testing.assert_array_equal(weights[k], ref_w[k], err_msg=k)
-  # Rows whose whole window (log every 4 steps) lies after the resume point
-  # are identical to the reference; eval rows after it too.
+  # A train row averages the steps since the previous row; one whose window
+  # spans a resume point covers only the steps after it. Every other row
+  # the reference also has (evaluations included) is identical to it.
   key = lambda r: (r["step"], r["split"])
+  assert len({key(r) for r in rows}) == len(rows)  # No repeated rows.
   ref = {key(r): r for r in ref_rows}
-  after = [
+  compared = [
       r
       for r in rows
-      if r["step"] - (4 if r["split"] == "train" else 0) >= resumed_after
-      and r["step"] > resumed_after
+      if key(r) in ref
+      and not (
+          r["split"] == "train"
+          and any(r["step"] - LOG_EVERY < p < r["step"] for p in resumes)
+      )
   ]
-  assert after
-  for r in after:
+  for r in compared:
     assert r == ref[key(r)], (r, ref[key(r)])
+  # Rows of each of the three processes were compared.
+  want = {(4, "train"), (4, "eval"), (8, "train"), (8, "eval"), (12, "eval")}
+  assert want <= {key(r) for r in compared}, compared
 
 
-@pytest.fixture(scope="module")
-def reference(tiny_dirs, tmp_path_factory):
-  workdir = str(tmp_path_factory.mktemp("ref") / "run")
-  _run(_cmd(tiny_dirs, workdir, 0.0))
-  return workdir
+def test_killed_then_preempted_run_matches_uninterrupted(tiny_dirs, tmp_path):
+  reference = str(tmp_path / "reference")
+  _run(_cmd(tiny_dirs, reference))
+  workdir = str(tmp_path / "run")
+  summary = os.path.join(workdir, "summary.json")
 
-
-def test_sigkill_then_resume_matches_uninterrupted(
-    tiny_dirs, reference, tmp_path
-):
-  workdir = str(tmp_path / "killed")
-  proc = subprocess.Popen(
-      _cmd(tiny_dirs, workdir, 0.4),
-      env=_env(),
-      stdout=subprocess.DEVNULL,
-      stderr=subprocess.PIPE,
-  )
-  _wait_for(os.path.join(workdir, "checkpoints", "4"), proc)
+  # SIGKILL before step 6: step 5 ran, checkpoint 4 is the newest saved.
+  proc = _start_paused(tiny_dirs, workdir, 6, tmp_path / "killed")
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
-  assert not os.path.exists(os.path.join(workdir, "summary.json"))
-  steps = sorted(
-      int(s)
-      for s in os.listdir(os.path.join(workdir, "checkpoints"))
-      if s.isdigit()
-  )
-  assert steps and steps[-1] < 12
-  out = _run(_cmd(tiny_dirs, workdir, 0.0))
-  assert f"Resumed from step {steps[-1]}" in out.stdout
-  _check_same(reference, workdir, steps[-1])
+  assert not os.path.exists(summary)
+  assert _checkpoints(workdir) == [4]
 
-
-def test_sigterm_saves_and_resumes(tiny_dirs, reference, tmp_path):
-  workdir = str(tmp_path / "preempted")
-  proc = subprocess.Popen(
-      _cmd(tiny_dirs, workdir, 0.4),
-      env=_env(),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-  )
-  _wait_for(os.path.join(workdir, "checkpoints", "4"), proc)
+  # Resumed, then a preemption notice (SIGTERM) before its 6th step, step
+  # 10: the step runs, is saved, and the process ends cleanly.
+  signals = tmp_path / "preempted"
+  proc = _start_paused(tiny_dirs, workdir, 6, signals)
   proc.send_signal(signal.SIGTERM)
-  stdout, stderr = proc.communicate(timeout=300)
-  assert proc.returncode == 0, stderr[-3000:]
-  assert "Preempted at step" in stdout
-  saved = int(stdout.split("Preempted at step ")[1].split(";")[0])
-  assert 4 <= saved < 12
-  assert os.path.isdir(os.path.join(workdir, "checkpoints", str(saved)))
-  assert not os.path.exists(os.path.join(workdir, "summary.json"))
-  out = _run(_cmd(tiny_dirs, workdir, 0.0))
-  assert f"Resumed from step {saved}" in out.stdout
-  _check_same(reference, workdir, saved)
+  open(signals / "go", "w").close()
+  assert proc.wait(timeout=600) == 0, _read(signals, "stderr")[-3000:]
+  stdout = _read(signals, "stdout")
+  assert "Resumed from step 4 " in stdout, stdout
+  assert "Preempted at step 10;" in stdout, stdout
+  assert _checkpoints(workdir) == [4, 8, 10]
+  assert not os.path.exists(summary)
+
+  out = _run(_cmd(tiny_dirs, workdir))
+  assert "Resumed from step 10 " in out.stdout
+  _check_same(reference, workdir, resumes=(4, 10))
