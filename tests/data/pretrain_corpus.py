@@ -16,31 +16,38 @@ KEYS = (
 )
 
 
-def tiny_roberta(with_mask=True):
-  """WordLevel tokenizer with RoBERTa's specials: <s>=0 <pad>=1 </s>=2."""
-  tokenizers = pytest.importorskip('tokenizers')
+ROBERTA_ROLES = dict(
+    bos_token='<s>', pad_token='<pad>', eos_token='</s>', unk_token='<unk>'
+)
+
+
+def _fast(tok, **roles):
   transformers = pytest.importorskip('transformers')
-  specials = ['<s>', '<pad>', '</s>', '<unk>'] + ['<mask>'] * with_mask
-  vocab = {w: i for i, w in enumerate(specials)}
-  vocab.update({f'w{i}': len(specials) + i for i in range(300)})
+  return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, **roles)
+
+
+def word_level(words, **roles):
+  """Whitespace-split WordLevel fast tokenizer: the special tokens of
+  `roles` (e.g. pad_token='[PAD]') get ids 0.. in order, then `words`."""
+  tokenizers = pytest.importorskip('tokenizers')
+  specials = list(dict.fromkeys(roles.values()))
+  vocab = {w: i for i, w in enumerate(specials + list(words))}
   tok = tokenizers.Tokenizer(
-      tokenizers.models.WordLevel(vocab, unk_token='<unk>')
+      tokenizers.models.WordLevel(vocab, unk_token=roles['unk_token'])
   )
   tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-  return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok,
-      bos_token='<s>',
-      eos_token='</s>',
-      pad_token='<pad>',
-      unk_token='<unk>',
-      **({'mask_token': '<mask>'} if with_mask else {}),
-  )
+  return _fast(tok, **roles)
+
+
+def tiny_roberta(with_mask=True):
+  """WordLevel tokenizer with RoBERTa's specials: <s>=0 <pad>=1 </s>=2."""
+  mask = {'mask_token': '<mask>'} if with_mask else {}
+  return word_level([f'w{i}' for i in range(300)], **ROBERTA_ROLES, **mask)
 
 
 def byte_bpe():
   """A byte-level BPE like RoBERTa's (spaces are part of tokens)."""
   tokenizers = pytest.importorskip('tokenizers')
-  transformers = pytest.importorskip('transformers')
   tok = tokenizers.Tokenizer(tokenizers.models.BPE())
   byte_level = tokenizers.pre_tokenizers.ByteLevel
   tok.pre_tokenizer = byte_level(add_prefix_space=False)
@@ -55,14 +62,7 @@ def byte_bpe():
           initial_alphabet=byte_level.alphabet(),
       ),
   )
-  return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok,
-      bos_token='<s>',
-      eos_token='</s>',
-      pad_token='<pad>',
-      unk_token='<unk>',
-      mask_token='<mask>',
-  )
+  return _fast(tok, **ROBERTA_ROLES, mask_token='<mask>')
 
 
 def _words(tokenizer):

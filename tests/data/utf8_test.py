@@ -8,21 +8,13 @@ import pytest
 from codir_jax import data
 from codir_jax.data import pretrain_text
 from codir_jax.data import utf8
+from tests.data import pretrain_corpus as corpus
 
 
 def _tokenizer():
   """A WordLevel fast tokenizer with BERT's specials and a mask token."""
-  tokenizers = pytest.importorskip('tokenizers')
-  transformers = pytest.importorskip('transformers')
-  specials = ['[PAD]', '[UNK]', '[CLS]', '[SEP]', '[MASK]']
-  words = ['hello', 'world', 'foo', 'bar', 'caf']
-  vocab = {w: i for i, w in enumerate(specials + words)}
-  tok = tokenizers.Tokenizer(
-      tokenizers.models.WordLevel(vocab, unk_token='[UNK]')
-  )
-  tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-  return transformers.PreTrainedTokenizerFast(
-      tokenizer_object=tok,
+  return corpus.word_level(
+      ['hello', 'world', 'foo', 'bar', 'caf'],
       pad_token='[PAD]',
       unk_token='[UNK]',
       cls_token='[CLS]',

@@ -3,7 +3,6 @@
 The config checks run in this process; the others start real processes.
 """
 
-import subprocess
 import sys
 import time
 
@@ -82,13 +81,8 @@ def test_a_missing_process_times_out_naming_the_coordinator(mp_dirs, tmp_path):
 def test_mismatched_num_processes_stops_every_process(mp_dirs, tmp_path):
   port = launch.free_port()
   procs = [
-      subprocess.Popen(
-          _main_args(mp_dirs, str(tmp_path), *_dist(n, i, port)),
-          cwd=runner.REPO,
-          env=runner.env(XLA_FLAGS="--xla_force_host_platform_device_count=1"),
-          stdout=subprocess.PIPE,
-          stderr=subprocess.PIPE,
-          text=True,
+      runner.start(
+          _main_args(mp_dirs, str(tmp_path), *_dist(n, i, port)), devices=1
       )
       for i, n in enumerate((2, 3))
   ]
@@ -101,46 +95,40 @@ def test_mismatched_num_processes_stops_every_process(mp_dirs, tmp_path):
   assert r.wall_s < 120
 
 
-def _launch_error(d, tmp_path, *extra):
-  cmd = runner.launcher_cmd(2, 2, _main_args(d, str(tmp_path))[3:])
-  cmd[cmd.index("--module=tests.multiprocess.child")] = (
-      "--module=codir_jax.main"
-  )
-  r = runner.run(cmd + list(extra), n=2, ok=False)
-  assert r.rc == 1, r.err[-3000:]
-  return r
+@pytest.mark.multiprocess
+@pytest.mark.parametrize(
+    "flag, message",
+    [
+        (
+            "--config.optim.batch_size=6",
+            "global batch size 6 (config.optim.batch_size) is not divisible"
+            " by the 4 devices of the mesh's 'data' axis",
+        ),
+        (
+            # 3 training examples, 4 rows per process: process 1 would
+            # feed none.
+            "--config.task.train_limit=3",
+            "the processes feeding slices 1..1 of each global batch would"
+            " get no row of the training set",
+        ),
+    ],
+)
+def test_a_launched_run_refuses_a_bad_split_naming_it(
+    mp_dirs, tmp_path, flag, message
+):
+  """A batch not divisible by the global devices; a process whose slice of
+  the training set is empty.
 
-
-def _only_error(r, message):
-  """`message` from a process; no process reported another error.
-
-  The first process to fail ends the run: a slower one may be stopped
-  (by JAX's coordination service or the launcher) before it reports.
+  The first process to fail ends the run: a slower one may be stopped (by
+  JAX's coordination service or the launcher) before it reports, so every
+  error reported must be `message`.
   """
+  args = _main_args(mp_dirs, str(tmp_path), flag)[3:]
+  cmd = runner.launcher_cmd(2, 2, args, module="codir_jax.main")
+  r = runner.run(cmd, n=2, ok=False)
+  assert r.rc == 1, r.err[-3000:]
   found = [l for l in r.err.splitlines() if "codir_jax: error" in l]
   assert found, r.err[-3000:]
   for line in found:
     assert message in line, line
-
-
-@pytest.mark.multiprocess
-def test_batch_not_divisible_by_the_global_devices(mp_dirs, tmp_path):
-  r = _launch_error(mp_dirs, tmp_path, "--config.optim.batch_size=6")
-  _only_error(
-      r,
-      "global batch size 6 (config.optim.batch_size) is not divisible by"
-      " the 4 devices of the mesh's 'data' axis",
-  )
-  assert r.wall_s < 120
-
-
-@pytest.mark.multiprocess
-def test_a_process_with_an_empty_slice_is_refused(mp_dirs, tmp_path):
-  # 3 training examples, 4 rows per process: process 1 would feed none.
-  r = _launch_error(mp_dirs, tmp_path, "--config.task.train_limit=3")
-  _only_error(
-      r,
-      "the processes feeding slices 1..1 of each global batch would get no"
-      " row of the training set",
-  )
   assert r.wall_s < 120

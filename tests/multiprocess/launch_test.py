@@ -1,8 +1,6 @@
 """The launcher's contract, with a JAX-free stand-in process (toy.py)."""
 
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,32 +11,15 @@ from tests.multiprocess import runner
 pytestmark = pytest.mark.multiprocess
 
 
-def _cmd(n, mode, devices=3):
-  return [
-      sys.executable,
-      "-m",
-      "codir_jax.launch",
-      f"--num_processes={n}",
-      f"--devices_per_process={devices}",
-      "--module=tests.multiprocess.toy",
-      "--",
-      mode,
-  ]
-
-
-def _start(cmd):
-  return subprocess.Popen(
-      cmd,
-      cwd=runner.REPO,
-      env=runner.env(XLA_FLAGS="--xla_force_host_platform_device_count=8"),
-      stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE,
-      text=True,
-  )
+def _start(n, mode):
+  """The launcher with `n` toy processes of 3 devices; the caller's
+  XLA_FLAGS say 8 devices."""
+  cmd = runner.launcher_cmd(n, 3, [mode], module="tests.multiprocess.toy")
+  return runner.start(cmd, n=n, XLA_FLAGS=runner.xla_flags(8))
 
 
 def test_each_process_gets_its_flags_and_prefixed_lines():
-  r = runner.finish(_start(_cmd(3, "echo")), time.monotonic(), timeout=60)
+  r = runner.finish(_start(3, "echo"), time.monotonic(), timeout=60)
   out, err = r.out, r.err
   assert r.rc == 0, err
   port = None
@@ -52,13 +33,14 @@ def test_each_process_gets_its_flags_and_prefixed_lines():
     assert address.startswith("127.0.0.1:")
     assert port in (None, address)
     port = address
-    # The caller's device count is replaced, not appended to.
-    assert env == "--xla_force_host_platform_device_count=3 cpu"
+    # The caller's device count is replaced, not appended to; its other
+    # XLA flags are kept.
+    assert env == runner.xla_flags(3) + " cpu"
     assert f"[{i}] stderr line" in err.splitlines()
 
 
 def test_a_failed_process_ends_the_others_within_the_bound():
-  r = runner.finish(_start(_cmd(2, "fail")), time.monotonic(), timeout=60)
+  r = runner.finish(_start(2, "fail"), time.monotonic(), timeout=60)
   assert r.rc == 3, (r.out, r.err)
   assert "[launch] process 1 exited with status 3" in r.err
   # Process 1 fails after 0.5 s; process 0 ignores SIGTERM and is killed.
@@ -66,7 +48,7 @@ def test_a_failed_process_ends_the_others_within_the_bound():
 
 
 def test_sigterm_is_forwarded_to_every_process():
-  proc = _start(_cmd(2, "term"))
+  proc = _start(2, "term")
   time.sleep(0.2)
   deadline = time.monotonic() + 30
   while len(runner.child_pids(proc)) < 2 and time.monotonic() < deadline:

@@ -5,6 +5,12 @@ single-process references run the same probe module (`child.py`) directly
 with 4 CPU devices. Runs inherit the suite's JAX compilation-cache
 directory (tests/conftest.py), so a program compiled by one run is loaded
 by the next run of the same shapes and layout.
+
+Speed only: processes get FAST_COMPILE in XLA_FLAGS unless a test passes
+`xla=()` (the launcher keeps the caller's flags). It halves XLA's CPU
+compile of the tiny train step, a cold run's largest cost. Both sides of a
+comparison run with the same flags, so the same programs; only the float
+rounding inside kernels differs from a default build (~1e-6 relative).
 """
 
 from __future__ import annotations
@@ -27,21 +33,33 @@ REPO = assets.REPO
 CHILD = "tests.multiprocess.child"
 
 
-def env(**extra) -> dict[str, str]:
+FAST_COMPILE = ("--xla_backend_optimization_level=0",)
+
+
+def xla_flags(devices: int = 0, xla: tuple[str, ...] = FAST_COMPILE) -> str:
+  """`xla`, then `devices` CPU devices (if > 0), as the launcher writes
+  them."""
+  device_flag = f"--xla_force_host_platform_device_count={devices}"
+  return " ".join(xla + ((device_flag,) if devices else ()))
+
+
+def env(xla: tuple[str, ...] = FAST_COMPILE, **extra) -> dict[str, str]:
   out = dict(os.environ, JAX_PLATFORMS="cpu", HF_HUB_OFFLINE="1")
-  out.pop("XLA_FLAGS", None)
+  out["XLA_FLAGS"] = xla_flags(0, xla)
   out.update({k: str(v) for k, v in extra.items()})
   return out
 
 
-def launcher_cmd(n: int, devices: int, args: list[str]) -> list[str]:
+def launcher_cmd(
+    n: int, devices: int, args: list[str], module: str = CHILD
+) -> list[str]:
   return [
       sys.executable,
       "-m",
       "codir_jax.launch",
       f"--num_processes={n}",
       f"--devices_per_process={devices}",
-      f"--module={CHILD}",
+      f"--module={module}",
       "--init_timeout_s=120",
       "--",
   ] + list(args)
@@ -62,11 +80,19 @@ class Result:
     return [l for l in self.out.splitlines() if l.startswith(prefix)]
 
 
-def start(cmd: list[str], *, n: int = 0, **extra) -> subprocess.Popen:
-  """Starts `cmd` (launcher or single process) with text pipes."""
-  e = env(**extra)
+def start(
+    cmd: list[str],
+    *,
+    n: int = 0,
+    devices: int = 4,
+    xla: tuple[str, ...] = FAST_COMPILE,
+    **extra,
+) -> subprocess.Popen:
+  """Starts `cmd` with text pipes: a launcher of `n` processes, or (n=0)
+  one process with `devices` CPU devices; `xla`: XLA flags."""
+  e = env(xla, **extra)
   if not n:
-    e["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    e["XLA_FLAGS"] = xla_flags(devices, xla)
   return subprocess.Popen(
       cmd,
       cwd=REPO,
