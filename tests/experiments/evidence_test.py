@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from tests.train import assets
+from tests.experiments import processes
 from experiments import evidence  # noqa: E402  (REPO is on sys.path)
 from experiments import evidence_plan as plan_lib  # noqa: E402
 from experiments import evidence_stats  # noqa: E402
@@ -118,7 +118,8 @@ def test_smoke_plan_runs_reports_and_never_redoes_a_run(tmp_path, tiny_glue):
       "kd",
       "codir",
   ]
-  evidence.main(argv)
+  # In a child process, which compiles the runs' train steps fast.
+  processes.run_script("evidence.py", argv)
   with open(res / "evidence.json", encoding="utf-8") as f:
     stored = json.load(f)
   task = stored["tasks"]["sst2"]
