@@ -40,9 +40,12 @@ def _checkpoint_steps(workdir):
   return sorted(int(s) for s in os.listdir(d) if s.isdigit())
 
 
-# Every run here: 4 steps (the warm-up's lr = 0 at step 1, the full lr at
-# step 2), each checkpointed. At lr 1e-3 (tiny.py's) they are one program,
-# compiled once for the file; only the huge-lr runs compile their own.
+# Every run here that trains: the KD variant (the smallest step program, no
+# bank or projection; nothing here depends on the variant), 4 steps (the
+# warm-up's lr = 0 at step 1, the full lr at step 2), each checkpointed. At
+# lr 1e-3 (tiny.py's) they are one program, compiled once for the file;
+# only the huge-lr runs compile their own.
+_KD = "variant=kd"
 _KW = dict(
     optim__num_steps=4,
     ckpt__every_steps=1,
@@ -55,7 +58,7 @@ _KW = dict(
 def finished(tiny_dirs, tmp_path_factory):
   """(workdir, summary) of one finished run; tests change only copies."""
   workdir = tmp_path_factory.mktemp("finished") / "run"
-  return workdir, _run(tiny_dirs, workdir, log__every_steps=3, **_KW)
+  return workdir, _run(tiny_dirs, workdir, _KD, log__every_steps=3, **_KW)
 
 
 def _copy(finished, tmp_path):
@@ -78,7 +81,7 @@ def test_huge_lr_leaves_only_finite_checkpoints_and_resumes(
   # issue's probe: the next forward is NaN whatever the lr of a rerun), so
   # only the update/parameter norm ratio can tell.
   with pytest.raises(FloatingPointError) as err:
-    _run(tiny_dirs, workdir, optim__lr=lr, **_KW)
+    _run(tiny_dirs, workdir, _KD, optim__lr=lr, **_KW)
   message = str(err.value)
   assert message.startswith(what) and "at step 2:" in message, message
   named = int(re.search(r"last finite checkpoint is step (\d+)", message)[1])
@@ -95,7 +98,7 @@ def test_huge_lr_leaves_only_finite_checkpoints_and_resumes(
     assert np.isfinite(np.sum([np.sum(np.square(x)) for x in leaves])), s
   # Same workdir, sane lr (allowed after the tripwire): resumes and ends.
   capsys.readouterr()
-  summary = _run(tiny_dirs, workdir, optim__lr=1e-3, **_KW)
+  summary = _run(tiny_dirs, workdir, _KD, optim__lr=1e-3, **_KW)
   assert f"Resumed from step {named}" in capsys.readouterr().out
   assert summary["steps"] == 4
   rows = _rows(workdir)
@@ -111,7 +114,7 @@ def test_changed_recipe_is_refused_and_nothing_is_rewritten(
   first = finished[1]
   before = _bytes(workdir)
   with pytest.raises(ValueError) as err:
-    _run(tiny_dirs, workdir, optim__lr=0.5, loss__temperature=0.5, **_KW)
+    _run(tiny_dirs, workdir, _KD, optim__lr=0.5, loss__temperature=0.5, **_KW)
   message = str(err.value)
   assert "optim.lr: 0.001 -> 0.5" in message, message
   assert "loss.temperature: " in message and "-> 0.5" in message, message
@@ -119,7 +122,7 @@ def test_changed_recipe_is_refused_and_nothing_is_rewritten(
   assert _bytes(workdir) == before
   # The same recipe (log cadence may change): the stored summary, as is.
   capsys.readouterr()
-  again = _run(tiny_dirs, workdir, log__every_steps=1, **_KW)
+  again = _run(tiny_dirs, workdir, _KD, log__every_steps=1, **_KW)
   assert "already holds this finished run" in capsys.readouterr().out
   assert again == json.loads(before["summary.json"])
   assert first["steps"] == again["steps"] == 4
@@ -191,7 +194,7 @@ def test_saves_log_their_window_and_resume_drops_later_rows(
   # As if killed after step 4's rows but before its checkpoint and summary.
   shutil.rmtree(workdir / "checkpoints" / "4")
   os.remove(workdir / "summary.json")
-  _run(tiny_dirs, workdir, log__every_steps=3, **_KW)
+  _run(tiny_dirs, workdir, _KD, log__every_steps=3, **_KW)
   counts = collections.Counter((r["step"], r["split"]) for r in _rows(workdir))
   assert set(counts.values()) == {1}, counts
   assert (4, "eval") in counts and (4, "train") in counts
