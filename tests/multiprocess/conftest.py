@@ -18,14 +18,22 @@ def _write_test_split(glue: str, num: int) -> None:
 
 @pytest.fixture(scope="session")
 def mp_dirs(tmp_path_factory):
-  """Teacher, GLUE root (40 train; 13 dev and 11 test, not multiples of
-  the global eval batch 8), MLM teacher, corpus and held-out text."""
+  """Teacher and GLUE root (40 train; 13 dev and 11 test, not multiples of
+  the global eval batch 8)."""
   root = tmp_path_factory.mktemp("assets")
   glue = assets.make_glue_dir(str(root / "glue"), num_train=40, num_dev=13)
   _write_test_split(glue, 11)
   return {
       "teacher": assets.make_teacher_dir(str(root / "teacher"), head_std=1.0),
       "glue": glue,
+  }
+
+
+@pytest.fixture(scope="session")
+def mlm_dirs(tmp_path_factory):
+  """MLM teacher, corpus and held-out text (CoDIR-Pre)."""
+  root = tmp_path_factory.mktemp("mlm_assets")
+  return {
       "mlm": assets.make_mlm_teacher_dir(str(root / "mlm")),
       "corpus": assets.write_corpus(str(root / "corpus.txt"), num_lines=300),
       "heldout": assets.write_corpus(

@@ -47,7 +47,7 @@ def _encoded(probe, process):
 
 
 def test_pretrain_two_processes_read_disjoint_shares_and_agree(
-    mp_dirs, tmp_path
+    mlm_dirs, tmp_path
 ):
   ref_dir, ref_probe = str(tmp_path / "one"), str(tmp_path / "one_probe")
   got_dir, got_probe = str(tmp_path / "two"), str(tmp_path / "two_probe")
@@ -57,12 +57,12 @@ def test_pretrain_two_processes_read_disjoint_shares_and_agree(
   # of near-equal terms, and at runner.FAST_COMPILE the 2-process run's
   # rounding moves it by ~2e-7, over its 1e-7 absolute tolerance.
   runner.run(
-      runner.single_cmd(_args(mp_dirs, ref_dir)),
+      runner.single_cmd(_args(mlm_dirs, ref_dir)),
       xla=(),
       CODIR_TEST_PROBE=ref_probe,
   )
   runner.run(
-      runner.launcher_cmd(2, 2, _args(mp_dirs, got_dir)),
+      runner.launcher_cmd(2, 2, _args(mlm_dirs, got_dir)),
       n=2,
       xla=(),
       CODIR_TEST_PROBE=got_probe,
