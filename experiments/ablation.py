@@ -337,7 +337,8 @@ def parse_args(
   p.add_argument(
       "--jax_cache",
       default=None,
-      help="Compilation cache dir (default <out>/jax_cache;" " '' = off).",
+      help="Compilation cache dir (default <out>/jax_cache; '' = the"
+      " trainer's own, config.compile_cache).",
   )
   p.add_argument(
       "--keep_checkpoints",
