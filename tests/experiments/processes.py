@@ -1,4 +1,4 @@
-"""Runs the experiment scripts in child processes that compile fast.
+"""Child processes that compile fast: experiment scripts, notebook kernels.
 
 Compiling the train steps is most of what the experiments tests cost, and
 XLA reads its flags once, when a process starts: a child process can use
@@ -33,7 +33,11 @@ def env(**extra: str | None) -> dict[str, str]:
 
 
 def run_script(name: str, argv: list[str], *, timeout_s: float = 600) -> str:
-  """Runs experiments/<name> with `argv`; returns its output, raises if it fails."""
+  """Runs experiments/<name> with `argv`; returns its output.
+
+  Raises:
+    AssertionError: the script failed (its output's tail in the message).
+  """
   proc = subprocess.run(
       [sys.executable, os.path.join(assets.REPO, "experiments", name), *argv],
       env=env(),
