@@ -1,5 +1,7 @@
 """The persistent compilation cache: on, off, where, and a demo rerun."""
 
+import contextlib
+import json
 import os
 
 import jax
@@ -19,14 +21,22 @@ _FLAGS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _restore_jax_cache_flags():
+@contextlib.contextmanager
+def _cache_flags_restored():
   """Later tests keep the suite's cache settings (tests/conftest.py)."""
   old = {k: getattr(jax.config, k) for k in _FLAGS}
-  yield
-  for k, v in old.items():
-    jax.config.update(k, v)
-  jax_cc.reset_cache()
+  try:
+    yield
+  finally:
+    for k, v in old.items():
+      jax.config.update(k, v)
+    jax_cc.reset_cache()
+
+
+@pytest.fixture(autouse=True)
+def _restore_jax_cache_flags():
+  with _cache_flags_restored():
+    yield
 
 
 def _compile_probe(x):
@@ -78,24 +88,49 @@ def test_empty_dir_keeps_jax_dir_else_the_user_cache(tmp_path, monkeypatch):
   assert jax.config.jax_compilation_cache_dir == suite != default
 
 
-@pytest.mark.slow  # Compiles two train steps once (~40 s on 2 cores).
-def test_second_demo_run_compiles_nothing(tmp_path, tiny_dirs):
+@pytest.fixture(scope="module")
+def demo_twice(tiny_dirs, tmp_path_factory):
+  """Two demo runs in new workdirs, one cache: (first, second, root)."""
+  root = tmp_path_factory.mktemp("demo")
   teacher, _ = tiny_dirs
   config = assets.tiny_config(
       teacher,
       "",  # The demo writes its generated task.
-      "mode=demo",
+      "mode=demo,variant=kd",  # KD: the smallest distillation step.
       demo__num_train=48,
       demo__num_dev=16,
       demo__teacher_steps=2,
       optim__num_steps=2,
-      compile_cache__dir=str(tmp_path / "cache"),
+      compile_cache__dir=str(root / "cache"),
   )
-  first = trainer.train_and_evaluate(config, str(tmp_path / "a"))
-  second = trainer.train_and_evaluate(config, str(tmp_path / "b"))
+  with _cache_flags_restored():
+    first = trainer.train_and_evaluate(config, str(root / "a"))
+    second = trainer.train_and_evaluate(config, str(root / "b"))
+  return first, second, root
+
+
+@pytest.mark.slow  # Compiles two train steps once (~40 s on 2 cores).
+def test_second_demo_run_compiles_nothing(demo_twice):
+  first, second, _ = demo_twice
   # Teacher fine-tuning and distillation: two train steps.
   assert first["compiles"]["train_step_compiled"] == 2
   assert first["compiles"]["train_step_cache_hits"] == 0
   assert second["compiles"]["train_step_cache_hits"] == 2
   assert second["compiles"]["compiled"] == 0, second["compiles"]
   assert second["student_dev"] == first["student_dev"]
+
+
+@pytest.mark.slow  # Shares the demo runs above.
+def test_demo_teacher_stage_fine_tunes_and_exports_a_teacher(demo_twice):
+  """The demo's first stage is a plain run of mode finetune_teacher."""
+  _, _, root = demo_twice
+  workdir = root / "a" / "teacher_run"
+  with open(workdir / "summary.json") as f:
+    summary = json.load(f)
+  assert summary["mode"] == "finetune_teacher" and summary["steps"] == 2
+  assert summary["export"] == str(workdir / "teacher")
+  with open(workdir / "metrics.jsonl") as f:
+    rows = [r for r in map(json.loads, f) if r["split"] == "train"]
+  assert [r["step"] for r in rows] == [2]
+  assert set(rows[0]) >= {"loss", "task", "accuracy"}
+  assert not {"kd", "pkd", "crd"} & set(rows[0]), rows[0]

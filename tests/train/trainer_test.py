@@ -274,11 +274,13 @@ def test_predict_writes_a_glue_submission_file(tmp_path, tiny_dirs):
 
 def test_early_stopping_ends_the_run_and_keeps_the_best(tmp_path, tiny_dirs):
   # lr 1e-12: the dev score cannot change, so the second evaluation is no
-  # better than the first and patience 1 ends the run at step 2 of 6.
+  # better than the first and patience 1 ends the run at step 2 of 6. KD:
+  # the smallest step program (early stopping ignores the variant).
   summary, workdir = _run(
       tmp_path,
       tiny_dirs,
       name="early",
+      arg="variant=kd",
       optim__lr=1e-12,
       log__eval_every_steps=1,
       log__eval_patience=1,
@@ -289,6 +291,11 @@ def test_early_stopping_ends_the_run_and_keeps_the_best(tmp_path, tiny_dirs):
   assert [r["step"] for r in evals] == [1, 2]  # No duplicate final row.
   assert os.path.isdir(os.path.join(workdir, "best"))
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["2"]
+  # The KD variant's rows hold task and KD only (objective_test checks the
+  # other variants' rows and terms against NumPy).
+  [row] = _rows(workdir)
+  assert {"kd", "pkd", "crd"} & set(row) == {"kd"}, row
+  assert all(np.isfinite(row[k]) for k in ("loss", "task", "kd")), row
 
 
 def test_patience_without_periodic_evaluation_is_refused(tmp_path, tiny_dirs):
