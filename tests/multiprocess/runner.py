@@ -147,7 +147,8 @@ def child_pids(launcher: subprocess.Popen) -> list[int]:
     except OSError:
       continue
     flag = [a for a in args if a.startswith("--config.distributed.process_")]
-    pids[int(flag[0].split("=")[1])] = int(entry)
+    if flag:  # Else forked but not yet exec'd: the launcher's command line.
+      pids[int(flag[0].split("=")[1])] = int(entry)
   return [pids[i] for i in sorted(pids)]
 
 
