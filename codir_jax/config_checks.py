@@ -57,8 +57,53 @@ _RANGES = (
 )
 
 
+# Modes where per-example teacher outputs cannot be cached, and why.
+_NO_TEACHER_CACHE = {
+    "pretrain_distill": (
+        "CoDIR-Pre masks tokens anew every step, so the teacher's outputs"
+        " are not per-example constants"
+    ),
+    "finetune_teacher": "it trains without a frozen teacher",
+    "evaluate": "it trains nothing",
+    "predict": "it trains nothing",
+}
+
+
+def check_teacher_cache(config: ml_collections.ConfigDict) -> None:
+  """config.teacher.cache_outputs / cache_dir: types, and where they apply.
+
+  The cache holds per-example constants, so it needs `distill` (or `demo`,
+  whose distill stage uses it) with a term that reads the teacher.
+  """
+  t, l = config.teacher, config.loss
+  key = "config.teacher.cache_outputs"
+  why = None
+  if not isinstance(t.cache_outputs, bool):
+    why = f"{key} = {t.cache_outputs!r}: need True or False"
+  elif not isinstance(t.cache_dir, str):
+    why = f"config.teacher.cache_dir = {t.cache_dir!r}: need a path ('' = default)"
+  elif t.cache_outputs and config.mode in _NO_TEACHER_CACHE:
+    why = (
+        f"{key} = True does not apply to config.mode = {config.mode!r}:"
+        f" {_NO_TEACHER_CACHE[config.mode]} (it serves 'distill' only)"
+    )
+  elif t.cache_outputs and not (
+      l.kd_weight > 0 or l.crd_weight > 0 or l.pkd_weight > 0
+  ):
+    why = (
+        f"{key} = True but no loss term reads the teacher"
+        " (config.loss.kd_weight, crd_weight and pkd_weight are all 0)"
+    )
+  if why:
+    raise ValueError(why)
+
+
 def check_values(config: ml_collections.ConfigDict) -> None:
-  """Every numeric field in range; one ValueError listing all offenders."""
+  """Every numeric field in range; one ValueError listing all offenders.
+
+  Then `check_teacher_cache`.
+  """
+  check_teacher_cache(config)
   bad = []
   for key, need, ok in _RANGES:
     group, name = key.split(".")

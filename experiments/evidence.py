@@ -55,7 +55,12 @@ from experiments import runs  # noqa: E402
 DEFAULT_RESULTS = os.path.join(REPO, "experiments", "results")
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
 # Keys that name places, not the recipe: excluded from the config hash.
-_PLACE_KEYS = ("task.data_dir", "teacher.path", "eval.model_path")
+_PLACE_KEYS = (
+    "task.data_dir",
+    "teacher.path",
+    "eval.model_path",
+    "teacher.cache_dir",
+)
 
 
 # ----------------------------------------------------------------------------
@@ -69,6 +74,7 @@ def run_config(
     teacher_dir: str,
     base_teacher: str = "",
     tasks: dict | None = None,
+    teacher_outputs: str = "",
 ) -> ml_collections.ConfigDict:
   """The trainer config of one run (glue_codir + the task schedule).
 
@@ -78,6 +84,8 @@ def run_config(
     teacher_dir: the fine-tuned teacher (students).
     base_teacher: the HF dir the teacher is fine-tuned from ('' = bundled).
     tasks: the schedules (default `evidence_plan.TASKS`).
+    teacher_outputs: students' cache of the teacher's outputs ('' = the
+      trainer's default dir); the teacher runs once per task, not per step.
   """
   sched = (tasks or plan_lib.TASKS)[run.task]
   arg = f"task={run.task}"
@@ -103,6 +111,8 @@ def run_config(
     evals, patience = sched.teacher_evals_per_epoch, sched.teacher_patience
   else:
     c.teacher.path = teacher_dir
+    c.teacher.cache_outputs = True  # Offline KD (evidence_plan: cost).
+    c.teacher.cache_dir = teacher_outputs
     c.optim.lr = sched.student_lr
     c.optim.num_epochs = sched.student_epochs
     c.task.train_limit = sched.student_train_limit
@@ -154,6 +164,7 @@ def _config_of(run: plan_lib.Run, paths: Paths) -> ml_collections.ConfigDict:
       teacher_dir=_teacher_dir(paths, run.task),
       base_teacher=paths.base_teacher,
       tasks=paths.tasks,
+      teacher_outputs=os.path.join(paths.out, "teacher_outputs"),
   )
 
 

@@ -28,6 +28,7 @@ from typing import Any, Iterator, Sequence
 
 import ml_collections
 
+from codir_jax.train import recipe as recipe_lib
 from codir_jax.train.recipe import flatten
 
 
@@ -43,7 +44,9 @@ def config_differences(
 
   A key that exists only in `new` and holds its configs/base.py default is
   not a difference: it was added to the code after the run was made and
-  leaves the recipe as it was (e.g. a new feature, off by default).
+  leaves the recipe as it was (e.g. a new feature, off by default). Nor is
+  a key that exists only in `new` and changes none of the math, whatever
+  its value (`recipe.resume_safe`, e.g. teacher.cache_outputs).
   """
   from configs import base  # pylint: disable=g-import-not-at-top
 
@@ -51,7 +54,8 @@ def config_differences(
   old, cur = flatten(stored), flatten(new)
   diff = []
   for key in sorted(set(old) | set(cur)):
-    if key not in old and key in defaults and cur[key] == defaults[key]:
+    added = key not in old and key in defaults
+    if added and (cur[key] == defaults[key] or recipe_lib.resume_safe(key)):
       continue
     if old.get(key, KeyError) != cur.get(key, KeyError):
       diff.append(key)

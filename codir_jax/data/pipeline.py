@@ -178,6 +178,10 @@ class BatchIterator(Iterator[Batch]):
     lo = self._process_index * self._batch_size
     return self._gather(g[lo : lo + self._batch_size], t)
 
+  def pad_rows(self, rows: np.ndarray, t: int) -> Batch:
+    """A batch of the examples `rows` (<= batch_size), padded to [B, t]."""
+    return self._gather(np.asarray(rows, np.int64), t)
+
   def _gather(self, rows: np.ndarray, t: int) -> Batch:
     """Pads the ragged `rows` to [batch_size, t] (invalid rows at the end)."""
     data, b, k = self._data, self._batch_size, len(rows)

@@ -22,7 +22,9 @@ from codir_jax.train import evaluation
 from codir_jax.train import objective as objective_lib
 from codir_jax.train import run as run_lib
 from codir_jax.train import settings as settings_lib
+from codir_jax.train import step as step_lib
 from codir_jax.train import task_data
+from codir_jax.train import teacher_cache
 
 
 def _task_kind(spec) -> str:
@@ -101,9 +103,24 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
   steps_per_epoch = math.ceil(len(data.train) / o.batch_size)
   total = int(o.num_steps) or int(math.ceil(o.num_epochs * steps_per_epoch))
   buckets = tokenize.make_buckets(s.data.max_len, s.data.min_bucket)
+  objective = objective_lib.build(obj_spec)
+  cached = None
+  if s.models.teacher_cache:  # Modes and weights: config_checks.
+    cached = teacher_cache.load_or_build(
+        functools.partial(step_lib.teacher_outputs, graphs, obj=objective),
+        nnx.state(teacher),
+        data.train,
+        cache_dir=teacher_cache.resolve_dir(s.models.teacher_cache_dir),
+        buckets=buckets,
+        teacher_layers=obj_spec.teacher_layers,
+        pooling=obj_spec.pooling,
+        dtype=s.models.teacher_dtype,
+        batch_size=s.data.eval_batch_size,
+        mesh=mesh,
+    )
 
   def make_iterator():
-    return pipeline.BatchIterator(
+    batches = pipeline.BatchIterator(
         data.train,
         batch_size=local,
         shuffle=True,
@@ -112,6 +129,9 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
         process_index=share.index,
         process_count=share.count,
     )
+    if cached is None:
+      return batches
+    return teacher_cache.WithTeacherOutputs(batches, cached)
 
   evaluate = functools.partial(
       evaluation.evaluate_params,
@@ -127,7 +147,7 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
           teacher_model=teacher,
           graphs=graphs,
           params=params,
-          objective=objective_lib.build(obj_spec),
+          objective=objective,
           make_iterator=make_iterator,
           evaluate=evaluate,
           tokenizer=data.tokenizer,
@@ -138,6 +158,9 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
           bank_all_valid=s.bank.all_valid_at_init,
           export_name=export_name,
           fingerprint={"task": spec.name, "num_train": len(data.train)},
+          teacher_cache=("off", "")
+          if cached is None
+          else (cached.status, cached.path),
           **builders.run_settings(s, total_steps=total),
       ),
       data,

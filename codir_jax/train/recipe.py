@@ -10,7 +10,8 @@ Fields a rerun may change (RESUME_SAFE) decide only when to log, evaluate,
 save or stop early, where results go, and how processes and devices are
 laid out (the checkpoint fingerprint still refuses a bank layout that no
 longer fits the mesh), and the memory knobs that do not change the math
-(student.remat, teacher.shard_params). Everything else (model, task and
+(student.remat, teacher.shard_params), and offline KD's teacher-output
+cache (teacher.cache_outputs, teacher.cache_dir). Everything else (model, task and
 data, losses, bank, optimiser and optim.grad_accum_steps, schedule, seed,
 mode) is the recipe. After the NaN/inf tripwire stopped a run
 (`<workdir>/nonfinite/` exists), the RECOVERY_KEYS may change too, to
@@ -36,6 +37,10 @@ RESUME_SAFE = (
     # optim.grad_accum_steps is recipe (bank order, dropout draws).
     "student.remat",
     "teacher.shard_params",
+    # Offline KD: the teacher's outputs read from a file instead of
+    # computed in the step (same outputs to float rounding), and where.
+    "teacher.cache_outputs",
+    "teacher.cache_dir",
 )
 RECOVERY_KEYS = ("optim.lr", "optim.clip_norm")
 
@@ -53,6 +58,11 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _safe(key: str, safe: tuple[str, ...]) -> bool:
   return any(key == p or (p.endswith(".") and key.startswith(p)) for p in safe)
+
+
+def resume_safe(key: str) -> bool:
+  """Whether flat config `key` is in RESUME_SAFE (changes none of the math)."""
+  return _safe(key, RESUME_SAFE)
 
 
 def differences(

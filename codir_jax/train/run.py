@@ -52,6 +52,8 @@ class Run:
   fingerprint: dict[str, Any]  # Settings a resumed checkpoint must share.
   # Remat, gradient accumulation, teacher sharding (off: the plain step).
   scale: settings.Scale = settings.Scale()
+  # Offline KD (teacher_cache.py): ('hit' | 'built' | 'off', file or '').
+  teacher_cache: tuple[str, str] = ("off", "")
 
   @property
   def loss(self) -> Any:

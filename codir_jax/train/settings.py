@@ -88,6 +88,8 @@ class Models:
   student_layers: tuple[int, ...]
   student_path: str
   student_dtype: str
+  teacher_cache: bool = False  # teacher.cache_outputs (teacher_cache.py).
+  teacher_cache_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,7 +241,7 @@ def from_config(config: ml_collections.ConfigDict) -> Settings:
   if config.mode not in MODES:
     raise ValueError(f"config.mode = {config.mode!r}; choose from {MODES}")
   config_checks.check_choices(config, CHOICES)
-  config_checks.check_values(config)
+  config_checks.check_values(config)  # Also config.teacher.cache_*.
   t, p, l, b, o = (
       config.task,
       config.pretrain,
@@ -286,6 +288,8 @@ def from_config(config: ml_collections.ConfigDict) -> Settings:
           student_layers=tuple(int(i) for i in config.student.layers),
           student_path=config.student.path,
           student_dtype=config.student.dtype,
+          teacher_cache=bool(config.teacher.cache_outputs),
+          teacher_cache_dir=str(config.teacher.cache_dir),
       ),
       loss=Loss(
           kd_weight=float(l.kd_weight),
@@ -368,13 +372,13 @@ def demo_stages(
   """The demo's two runs: (teacher config, teacher export -> student config).
 
   Both start from `config` with `task.data_dir = data_dir`; the teacher
-  fine-tunes for `demo.teacher_steps` at `demo.teacher_lr`, the student
-  distils from the teacher's export.
-  """
+  fine-tunes for `demo.teacher_steps` at `demo.teacher_lr` (no teacher
+  cache), the student distils from the teacher's export."""
   base = ml_collections.ConfigDict(config.to_dict())
   base.task.data_dir = data_dir
   teacher = ml_collections.ConfigDict(base.to_dict())
   teacher.mode = "finetune_teacher"
+  teacher.teacher.cache_outputs = False
   teacher.optim.num_steps = config.demo.teacher_steps
   teacher.optim.lr = config.demo.teacher_lr
 

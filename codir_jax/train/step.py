@@ -33,9 +33,17 @@ from codir_jax.train.state import TrainState
 
 
 def teacher_outputs(graphs, teacher_params, batch, obj):
-  """(logits, pooled mapped layers [B, L, D]), both stop-gradient-ed."""
+  """(logits, pooled mapped layers [B, L, D]), both stop-gradient-ed.
+
+  Read from the batch (`t_logits` [B, C], `t_pooled` [B, L, D]) when the
+  pipeline holds the cached outputs (config.teacher.cache_outputs,
+  teacher_cache.py); otherwise the frozen teacher runs on the batch.
+  """
   if not obj.spec.uses_teacher:
     return None, None
+  if "t_logits" in batch:
+    cached = batch["t_logits"], batch["t_pooled"]
+    return tuple(jax.lax.stop_gradient(x) for x in cached)
   logits, out = forward_lib.forward(graphs.teacher, teacher_params, batch)
   t_pooled = obj.teacher_pooled(out.hidden_states, batch)
   return jax.lax.stop_gradient(logits), jax.lax.stop_gradient(t_pooled)

@@ -134,6 +134,7 @@ def _train(s: settings_lib.Settings, workdir: str, mesh) -> dict[str, Any]:
   if summary is None:
     return _preempted(s, result)
   summary["task"] = s.data.task
+  summary["teacher_cache"], summary["teacher_cache_path"] = run.teacher_cache
   if s.mode == "distill" and s.eval.compare_teacher:
     summary["speed"] = evaluation.compare_speed(
         data.eval,
