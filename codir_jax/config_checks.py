@@ -81,7 +81,10 @@ def check_teacher_cache(config: ml_collections.ConfigDict) -> None:
   if not isinstance(t.cache_outputs, bool):
     why = f"{key} = {t.cache_outputs!r}: need True or False"
   elif not isinstance(t.cache_dir, str):
-    why = f"config.teacher.cache_dir = {t.cache_dir!r}: need a path ('' = default)"
+    why = (
+        f"config.teacher.cache_dir = {t.cache_dir!r}: need a path"
+        " ('' = the default directory)"
+    )
   elif t.cache_outputs and config.mode in _NO_TEACHER_CACHE:
     why = (
         f"{key} = True does not apply to config.mode = {config.mode!r}:"

@@ -45,8 +45,8 @@ def config_differences(
   A key that exists only in `new` and holds its configs/base.py default is
   not a difference: it was added to the code after the run was made and
   leaves the recipe as it was (e.g. a new feature, off by default). Nor is
-  a key that exists only in `new` and changes none of the math, whatever
-  its value (`recipe.resume_safe`, e.g. teacher.cache_outputs).
+  a key that exists only in `new` and changes no result, whatever its
+  value (`recipe.same_results`, e.g. teacher.cache_outputs).
   """
   from configs import base  # pylint: disable=g-import-not-at-top
 
@@ -55,7 +55,7 @@ def config_differences(
   diff = []
   for key in sorted(set(old) | set(cur)):
     added = key not in old and key in defaults
-    if added and (cur[key] == defaults[key] or recipe_lib.resume_safe(key)):
+    if added and (cur[key] == defaults[key] or recipe_lib.same_results(key)):
       continue
     if old.get(key, KeyError) != cur.get(key, KeyError):
       diff.append(key)

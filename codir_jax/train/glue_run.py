@@ -116,7 +116,6 @@ def build_run(s: settings_lib.Settings, workdir: str, mesh: Mesh):
         pooling=obj_spec.pooling,
         dtype=s.models.teacher_dtype,
         batch_size=s.data.eval_batch_size,
-        mesh=mesh,
     )
 
   def make_iterator():

@@ -24,13 +24,10 @@ import json
 import os
 from typing import Any
 
-RESUME_SAFE = (
-    "log.",
-    "ckpt.",
-    "eval.",
-    "distributed.",
-    "mesh",
-    "sharding_rules",
+# Keys that change no result (to float rounding), only memory, speed or
+# where a cache lives: a config written before one of them existed agrees
+# with any value of it (`same_results`; experiments/runs.py).
+SAME_RESULTS = (
     "compile_cache.",  # Where compiled programs are kept (not the math).
     # Memory knobs that leave the math unchanged (same losses to float
     # rounding): layer remat and the teacher's parameter sharding.
@@ -42,6 +39,14 @@ RESUME_SAFE = (
     "teacher.cache_outputs",
     "teacher.cache_dir",
 )
+RESUME_SAFE = (
+    "log.",
+    "ckpt.",
+    "eval.",
+    "distributed.",
+    "mesh",
+    "sharding_rules",
+) + SAME_RESULTS
 RECOVERY_KEYS = ("optim.lr", "optim.clip_norm")
 
 
@@ -60,9 +65,9 @@ def _safe(key: str, safe: tuple[str, ...]) -> bool:
   return any(key == p or (p.endswith(".") and key.startswith(p)) for p in safe)
 
 
-def resume_safe(key: str) -> bool:
-  """Whether flat config `key` is in RESUME_SAFE (changes none of the math)."""
-  return _safe(key, RESUME_SAFE)
+def same_results(key: str) -> bool:
+  """Whether flat config `key` is in SAME_RESULTS (changes no result)."""
+  return _safe(key, SAME_RESULTS)
 
 
 def differences(

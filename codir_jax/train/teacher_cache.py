@@ -43,7 +43,6 @@ import jax
 from jax.sharding import Mesh
 import numpy as np
 
-from codir_jax import distributed
 from codir_jax import sharding
 from codir_jax.data import pipeline
 from codir_jax.data import tokenize
@@ -151,28 +150,29 @@ def compute(
     *,
     buckets: tuple[int, ...],
     batch_size: int,
-    mesh: Mesh,
 ) -> tuple[np.ndarray, np.ndarray]:
   """`teacher_fn` of every example: ([N, C], [N, L, D]) float32.
 
-  A jitted deterministic teacher forward over fixed-size global batches of
-  `batch_size` rows (at most one compile per bucket); each batch holds
-  examples of one length bucket only, padded to it. Each process feeds its
-  share of every batch; padding rows are dropped by example id.
+  A jitted deterministic teacher forward over fixed-size batches of
+  `batch_size` rows (rounded up to a multiple of the local devices; at
+  most one compile per bucket), split over this process's devices; each
+  batch holds examples of one length bucket only, padded to it; padding
+  rows are dropped by example id. Every process computes every row on its
+  own devices, without collectives, so processes that find the file and
+  processes that build it never wait on each other.
   """
-  share = distributed.data_share(mesh)
-  local = share.local_batch(batch_size)
+  mesh = Mesh(np.asarray(jax.local_devices()), (sharding.DATA_AXIS,))
+  size = -(-batch_size // mesh.size) * mesh.size
   pad = pipeline.BatchIterator(
-      data, batch_size=local, shuffle=False, buckets=buckets
+      data, batch_size=size, shuffle=False, buckets=buckets
   )
   fn = _jitted(teacher_fn, mesh)
   params = jax.device_put(teacher_params, sharding.replicated(mesh))
   n = len(data)
   logits = pooled = None
   seen = np.zeros(n, bool)
-  for rows, t in _row_groups(data, buckets, batch_size):
-    mine = rows[share.index * local : (share.index + 1) * local]
-    batch = pad.pad_rows(mine, t)
+  for rows, t in _row_groups(data, buckets, size):
+    batch = pad.pad_rows(rows, t)
     feed = {k: batch[k] for k in _MODEL_INPUTS + ("example_ids",)}
     out = jax.device_get(fn(params, sharding.put_batch(feed, mesh)))
     lg, pl, ids = (np.asarray(x) for x in out)
@@ -237,7 +237,6 @@ def load_or_build(
     pooling: str,
     dtype: str,
     batch_size: int,
-    mesh: Mesh,
 ) -> Outputs:
   """The cached outputs of this teacher on `data`: read, or computed.
 
@@ -271,7 +270,6 @@ def load_or_build(
         data,
         buckets=buckets,
         batch_size=batch_size,
-        mesh=mesh,
     )
     _write(path, fp, logits, pooled)
     status = "built"

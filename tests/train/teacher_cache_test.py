@@ -210,7 +210,6 @@ def test_the_fingerprint_covers_teacher_data_and_recipe(built):
       data,
       cache_dir=os.path.dirname(built.on.teacher_cache[1]),
       batch_size=8,
-      mesh=_mesh(),
       **base,
   )
   assert other.status == "built" and other.path != built.on.teacher_cache[1]
