@@ -82,6 +82,14 @@ def test_run_configs_carry_the_schedule_and_the_released_recipe():
       plan_lib.Run("sst2", "teacher"), data_dir="/d", teacher_dir=""
   )
   assert teacher.mode == "finetune_teacher" and teacher.task.train_limit == 0
+  # Students read the teacher's cached outputs; where they live is a place.
+  assert c.teacher.cache_outputs and not teacher.teacher.cache_outputs
+  moved = evidence.run_config(
+      released, data_dir="/d", teacher_dir="/t", teacher_outputs="/o"
+  )
+  assert moved.teacher.cache_dir == "/o"
+  place = evidence._PLACE_KEYS  # pylint: disable=protected-access
+  assert runs.config_hash(moved, place) == runs.config_hash(c, place)
   student = evidence.run_config(
       plan_lib.Run("sst2", "student", "kd"), data_dir="/d", teacher_dir="/t"
   )
