@@ -55,6 +55,12 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
   )
   parser.add_argument("--num_labels", type=int, default=2)
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument(
+      "--teacher",
+      default="bert-base",
+      choices=("bert-base", "minilm-l6"),
+      help="random-weight teacher sizes (student: every other layer)",
+  )
 
 
 def add_worker_flags(parser: argparse.ArgumentParser) -> None:

@@ -132,7 +132,7 @@ def main() -> None:
       "GFLOP/batch | student/teacher |"
   )
   print("|---|---|---|---|---|---|---|")
-  layers = setup_models.model_dims(args.small)["layers"]
+  layers = setup_models.model_dims(args)["layers"]
   summary = {
       "args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
       "load_before": loads,

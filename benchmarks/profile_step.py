@@ -228,7 +228,8 @@ def main() -> None:
   r = common.run_worker(__file__, args.framework, argv)
   r["machine"] = machine
   print(
-      f"\n{args.framework} step profile, B={args.batch_size} "
+      f"\n{args.framework} step profile, teacher"
+      f" {'small' if args.small else args.teacher}, B={args.batch_size} "
       f"T={args.seq_len} K={args.num_negatives} N={args.bank_size} "
       f"crd_weight={args.crd_weight}, ms per step (mean of {args.steps})"
   )

@@ -11,19 +11,28 @@ inference.py and profile_step.py:
   as transformers `BertForSequenceClassification` (`torch_models`) and the
   CoDIR step in eager mode (`TorchCoDIR`).
 - Random full-length batches and bank labels (`host_batch`,
-  `bank_label_array`); `--small` switches to tiny models (`model_dims`).
+  `bank_label_array`); `--teacher` picks the sizes, `--small` tiny models (`model_dims`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+TEACHERS = {  # --teacher: sizes of the random-weight teacher.
+    "bert-base": dict(hidden=768, layers=12, heads=12, ffn=3072, vocab=30522),
+    # all-MiniLM-L6-v2's shapes: the teacher of experiments/evidence.py.
+    "minilm-l6": dict(hidden=384, layers=6, heads=12, ffn=1536, vocab=30522),
+}
 
-def model_dims(small: bool) -> dict[str, int]:
-  """Teacher sizes: BERT-base, or a tiny model for `--small` smoke runs."""
-  if small:
+
+def model_dims(args) -> dict[str, int]:
+  """Teacher sizes: `args.teacher`, or a tiny model for `--small` runs.
+
+  The student has every other teacher layer (half the depth, same width).
+  """
+  if args.small:
     return dict(hidden=128, layers=4, heads=4, ffn=512, vocab=1000)
-  return dict(hidden=768, layers=12, heads=12, ffn=3072, vocab=30522)
+  return TEACHERS[getattr(args, "teacher", "bert-base")]
 
 
 def host_batch(args, bank_labels) -> dict[str, Any]:
@@ -32,7 +41,7 @@ def host_batch(args, bank_labels) -> dict[str, Any]:
 
   rng = np.random.default_rng(args.seed)
   b, t = args.batch_size, args.seq_len
-  vocab = model_dims(args.small)["vocab"]
+  vocab = model_dims(args)["vocab"]
   ids = rng.choice(len(bank_labels), size=b, replace=False).astype(np.int32)
   return {
       "input_ids": rng.integers(5, vocab, size=(b, t), dtype=np.int32),
@@ -63,7 +72,7 @@ def jax_models(args, dtype=None):
 
   from codir_jax import models  # pylint: disable=g-import-not-at-top
 
-  d = model_dims(args.small)
+  d = model_dims(args)
   config = models.EncoderConfig(
       vocab_size=d["vocab"],
       hidden_size=d["hidden"],
@@ -185,7 +194,7 @@ def torch_models(args):
   import torch  # pylint: disable=g-import-not-at-top
   import transformers  # pylint: disable=g-import-not-at-top
 
-  d = model_dims(args.small)
+  d = model_dims(args)
   torch.manual_seed(args.seed)
   cfg = transformers.BertConfig(
       vocab_size=d["vocab"],

@@ -213,7 +213,8 @@ def main() -> None:
       for fw, r in results.items()
   }
   print(
-      f"\nCoDIR train step, B={args.batch_size} T={args.seq_len} "
+      f"\nCoDIR train step, teacher {'small' if args.small else args.teacher},"
+      f" B={args.batch_size} T={args.seq_len} "
       f"K={args.num_negatives} N={args.bank_size} P=128, "
       f"{args.threads} cores, {args.steps} timed steps after "
       f"{args.warmup} warm-up"
