@@ -18,6 +18,11 @@ summary.json) is never redone, an interrupted one resumes from its own
 checkpoint (saved at every dev evaluation). Results are also recorded in
 --results/evidence.json (committed), so a finished student run is not redone
 even if --out is lost; a lost teacher is retrained (its record must match).
+Speed. On CPU the driver adds `--xla_flags` (default: Eigen dots, YNNPACK
+off; 1.26x on the MRPC student step on an AVX2 CPU) to XLA_FLAGS before
+JAX starts; every record stores the XLA_FLAGS it ran with. Students read
+the teacher's outputs from a per-task cache (evidence_plan: cost).
+
 Several worker processes (--workers, or several invocations) share the
 runs through claim files in <out>/.claims/ (a dead worker's claim is
 taken over). Runs go seed-major (seed 0 of every variant, then seed 1, ...)
@@ -47,87 +52,20 @@ if REPO not in sys.path:
 import ml_collections  # noqa: E402
 
 from codir_jax.data import tasks as tasks_lib  # noqa: E402
-from configs import glue_codir  # noqa: E402
+from experiments import evidence_configs as configs_lib  # noqa: E402
 from experiments import evidence_plan as plan_lib  # noqa: E402
 from experiments import evidence_stats as stats  # noqa: E402
 from experiments import runs  # noqa: E402
 
 DEFAULT_RESULTS = os.path.join(REPO, "experiments", "results")
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
-# Keys that name places, not the recipe: excluded from the config hash.
-_PLACE_KEYS = (
-    "task.data_dir",
-    "teacher.path",
-    "eval.model_path",
-    "teacher.cache_dir",
-)
-
-
-# ----------------------------------------------------------------------------
-# Configs of the runs.
-
-
-def run_config(
-    run: plan_lib.Run,
-    *,
-    data_dir: str,
-    teacher_dir: str,
-    base_teacher: str = "",
-    tasks: dict | None = None,
-    teacher_outputs: str = "",
-) -> ml_collections.ConfigDict:
-  """The trainer config of one run (glue_codir + the task schedule).
-
-  Args:
-    run: the run.
-    data_dir: GLUE root.
-    teacher_dir: the fine-tuned teacher (students).
-    base_teacher: the HF dir the teacher is fine-tuned from ('' = bundled).
-    tasks: the schedules (default `evidence_plan.TASKS`).
-    teacher_outputs: students' cache of the teacher's outputs ('' = the
-      trainer's default dir); the teacher runs once per task, not per step.
-  """
-  sched = (tasks or plan_lib.TASKS)[run.task]
-  arg = f"task={run.task}"
-  if run.kind == "student":
-    arg += f",variant={run.variant}"
-    if run.released:
-      arg += ",released"
-  c = glue_codir.get_config(arg)
-  c.seed = run.seed
-  c.task.data_dir = data_dir
-  c.task.max_len = sched.max_len
-  c.task.min_bucket = sched.min_bucket
-  c.optim.batch_size = sched.batch_size
-  c.log.every_steps = 50
-  c.log.tensorboard = False
-  c.ckpt.keep = 1
-  if run.kind == "teacher":
-    c.mode = "finetune_teacher"
-    c.teacher.path = base_teacher  # '' = the bundled all-MiniLM-L6-v2.
-    c.optim.lr = sched.teacher_lr
-    c.optim.num_epochs = sched.teacher_epochs
-    train_size = sched.train_size
-    evals, patience = sched.teacher_evals_per_epoch, sched.teacher_patience
-  else:
-    c.teacher.path = teacher_dir
-    c.teacher.cache_outputs = True  # Offline KD (evidence_plan: cost).
-    c.teacher.cache_dir = teacher_outputs
-    c.optim.lr = sched.student_lr
-    c.optim.num_epochs = sched.student_epochs
-    c.task.train_limit = sched.student_train_limit
-    train_size = sched.student_train_limit or sched.train_size
-    if run.lam is not None:
-      c.loss.crd_weight = run.lam
-    evals, patience = sched.student_evals_per_epoch, sched.student_patience
-    # Teacher dev score and inference speed once per task (seed 0 of kd):
-    # they cost minutes per run and do not change between students.
-    c.eval.compare_teacher = run.variant == "kd" and run.seed == 0
-  steps_per_epoch = -(-train_size // sched.batch_size)
-  c.log.eval_every_steps = max(1, steps_per_epoch // evals)
-  c.log.eval_patience = patience
-  c.ckpt.every_steps = c.log.eval_every_steps
-  return c
+# XLA's Eigen dots instead of YNNPACK: the MRPC student step 1.56 vs 1.97 s
+# on a 2-core AVX2 CPU (benchmarks/RESULTS_AVX2.md). An environment setting,
+# not the recipe: each record stores its XLA_FLAGS.
+EIGEN_DOTS = "--xla_cpu_experimental_ynn_fusion_type="
+# Keys that name places (not the recipe hash) and the config of each run.
+_PLACE_KEYS = configs_lib.PLACE_KEYS
+run_config = configs_lib.run_config
 
 
 # ----------------------------------------------------------------------------
@@ -196,6 +134,7 @@ def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
       "steps": summary["steps"],
       "wall_s": float(summary["total_wall_s"]),
       "train_wall_s": float(summary["train_wall_s"]),
+      "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "config_hash": runs.config_hash(config, _PLACE_KEYS),
       "config": runs.recipe(config, _PLACE_KEYS),
       "code": runs.code_version(REPO),
@@ -340,6 +279,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
       help="Only rewrite the tables and plot from evidence.json.",
   )
   p.add_argument(
+      "--xla_flags",
+      default=EIGEN_DOTS,
+      help="Added to XLA_FLAGS before JAX starts ('' = XLA's defaults).",
+  )
+  p.add_argument(
       "--jax_cache",
       default=None,
       help="Compilation cache (default <out>/jax_cache).",
@@ -349,6 +293,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> dict:
   a = parse_args(argv)
+  flags = os.environ.get("XLA_FLAGS", "")
+  if a.xla_flags and a.xla_flags not in flags:  # Inherited by the workers.
+    os.environ["XLA_FLAGS"] = f"{flags} {a.xla_flags}".strip()
   runs.code_version(REPO)  # Pins the version of the code this process imported.
   paths = Paths(
       out=os.path.abspath(a.out),

@@ -13,21 +13,21 @@ for a 2-core CPU without a GPU (issue: about 8 CPU-hours per budget):
     students train on a fixed subset (the first 20,000 training examples,
     as the issue allows); dev is always the full set.
   * cost: a student step is a teacher forward plus a 3-layer forward and
-    backward (15 layer passes against a teacher step's 18). The MRPC
-    teacher measured 6.2 s/step here (2 cores, AVX2, one worker), so the
-    69 student runs at 1 epoch are estimated at ~27 machine-hours (MRPC
-    ~11, STS-B ~6, SST-2 ~10), several sessions and far over the ~8
-    CPU-hours the issue budgets; 2 epochs would double it. The SST-2
-    teacher is capped at 1 epoch (2,100 steps of 32). That estimate runs
-    the teacher in every step. Students now cache it (offline KD,
-    teacher.cache_outputs, codir_jax/train/teacher_cache.py): the
-    teacher's logits and pooled mapped layers of every training example
-    are computed once per task (one forward pass over the training set,
-    kept in <out>/teacher_outputs) and read by every step of every seed
-    and variant, so a step is the 9 student layer passes alone, ~40% less.
-    The cached outputs equal the per-step teacher forward up to the float
-    rounding of a different padding length (each example at its own
+    backward. Students cache the teacher (offline KD, teacher.cache_outputs,
+    codir_jax/train/teacher_cache.py): the teacher's logits and pooled
+    mapped layers of every training example are computed once per task
+    (one forward pass over the training set, 72 s on MRPC, kept in
+    <out>/teacher_outputs) and read by every step of every seed and
+    variant. The cached outputs equal the per-step teacher forward up to
+    the float rounding of another padding length (each example at its own
     bucket): max abs difference 2.4e-7 (tests/train/teacher_cache_test.py).
+    The driver also turns XLA's YNNPACK dots off (evidence.py --xla_flags).
+    Measured on the MRPC codir student step (2-core AVX2 EPYC, quiet, 14
+    steps of real batches): 1.97 s/step with the teacher in the step and
+    YNNPACK, 1.56 s with Eigen dots, 1.12 s with Eigen and the cache. The
+    69 student runs at 1 epoch are ~27k steps, so ~8.5 machine-hours plus
+    dev evaluations (the issue budgets ~8 CPU-hours). The SST-2 teacher is
+    capped at 1 epoch (2,100 steps of 32).
   * max_len: no training example is truncated (MRPC 104, STS-B 128, SST-2
     64 word pieces); batches pad to the bucket of their longest example.
   * lambda = 0.1 (codir, codir_inbatch), mu = 100 (pkd), beta = 0.5, rho = 2,
@@ -297,5 +297,6 @@ def summarize(
           "cores": cores,
           "cpu_hours": wall_h * cores,
           "cpu": runs.cpu_name(),
+          "xla_flags": sorted({r.get("xla_flags", "unrecorded") for r in done}),
       },
   }

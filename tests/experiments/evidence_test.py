@@ -137,6 +137,10 @@ def test_smoke_plan_runs_reports_and_never_redoes_a_run(tmp_path, tiny_glue):
   p = task["paired_vs_kd"]["codir"]
   assert p["n"] == 2 and p["ci95"] is not None
   assert stored["compute"]["runs_done"] == 5
+  # The driver's default --xla_flags reached the runs (Eigen dots).
+  assert stored["compute"]["xla_flags"] == [
+      " ".join([*processes.FAST_COMPILE, evidence.EIGEN_DOTS])
+  ]
   assert (res / "evidence.png").exists()
   assert "| codir | 2 |" in (res / "evidence.md").read_text()
 
