@@ -29,6 +29,7 @@ from codir_jax.train import accumulate
 from codir_jax.train import checkpointing
 from codir_jax.train import metrics as metrics_lib
 from codir_jax.train import optimizer
+from codir_jax.train import run_ahead
 from codir_jax.train import state as state_lib
 from codir_jax.train import step as step_lib
 from codir_jax.train.run import Run
@@ -306,6 +307,7 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   )
   log = _MetricLog(writer, manager, run.workdir)
   flag = checkpointing.PreemptionFlag()
+  window = run_ahead.StepWindow()  # Bounds the steps queued on the device.
   writer.start(step)
   saved = step if restored is not None else None  # Newest checkpoint.
 
@@ -333,6 +335,8 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
   t0, preempted, last_eval = time.perf_counter(), False, None
   try:
     while step < total and not patience_spent():
+      # At most MAX_IN_FLIGHT steps queued: a stop is acted on within them.
+      window.wait_for_room()
       # Every process stops at the same step (PreemptionFlag).
       if flag.should_stop(step):
         save(force=True)
@@ -340,6 +344,7 @@ def _fit(run: Run, compiled: Compiled, manager, on_ready) -> FitResult:
         break
       batch = sharding.put_batch(next(it), mesh)
       state, m = train_step(state, batch, teacher_params)
+      window.dispatched(m)  # Not `state`: the next step donates it.
       step += 1
       log.add(m)
       if step % run.log_every == 0 or step == total:
