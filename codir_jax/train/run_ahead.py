@@ -24,7 +24,9 @@ import jax
 
 # Two keep the device busy (the next step is queued while one runs) and the
 # host at most one step ahead: a SIGTERM is acted on within two steps, and
-# at most two batches wait on the device.
+# at most two batches wait on the device. Cost: the wait per step, ~1 ms
+# on a 2-core CPU where the host shares the cores with XLA (configs/tiny.py,
+# ~9 ms steps: 112 -> 100 steps/s), nothing measurable at real step times.
 MAX_IN_FLIGHT = 2
 
 
