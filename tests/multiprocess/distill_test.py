@@ -86,6 +86,7 @@ def _same_outcome(ref_dir, got_dir, *, config_differs=()):
   key = lambda r: (r["step"], r["split"])
   assert [key(r) for r in got_rows] == [key(r) for r in ref_rows]
   assert len(ref_rows) == STEPS + 2  # One row a step, 2 evaluations.
+  worst = 0.0  # The largest relative metric difference (for the log).
   for ref, got in zip(ref_rows, got_rows):
     assert sorted(got) == sorted(ref)
     if ref["split"] == "eval":
@@ -93,6 +94,7 @@ def _same_outcome(ref_dir, got_dir, *, config_differs=()):
     for k, v in ref.items():
       if k != "split":
         np.testing.assert_allclose(got[k], v, rtol=rtol, atol=0, err_msg=k)
+        worst = max(worst, abs(got[k] - v) / max(abs(v), 1e-30))
   ref_sum, got_sum = runner.summary(ref_dir), runner.summary(got_dir)
   for k in ("dev", "best_dev", "steps", "mode", "task"):
     assert got_sum[k] == ref_sum[k], k
@@ -102,10 +104,13 @@ def _same_outcome(ref_dir, got_dir, *, config_differs=()):
     assert sorted(got_w) == sorted(ref_w)
     for k in ref_w:
       np.testing.assert_allclose(got_w[k], ref_w[k], rtol=rtol, atol=atol)
+    diff = max(float(np.max(np.abs(got_w[k] - ref_w[k]))) for k in ref_w)
+    print(f"{name}: exported weights max abs difference {diff:.1e}")
     for f in ("config.json", "tokenizer.json"):
       with open(os.path.join(ref_dir, name, f), "rb") as a:
         with open(os.path.join(got_dir, name, f), "rb") as b:
           assert a.read() == b.read(), (name, f)
+  print(f"logged metrics: max relative difference {worst:.1e}")
   ref_tb = runner.tensorboard_scalars(ref_dir)
   got_tb = runner.tensorboard_scalars(got_dir)
   assert [t[:2] for t in got_tb] == [t[:2] for t in ref_tb]
