@@ -139,7 +139,9 @@ class PreemptionFlag:
   """When the train loop must save and stop: a preemption notice (SIGTERM).
 
   One process: a Python SIGTERM handler sets an event; `should_stop(step)`
-  reads it, so the loop stops before its next step.
+  reads it, so the loop stops before its next step. The loop checks it
+  before dispatching a step, and keeps at most `run_ahead.MAX_IN_FLIGHT`
+  steps unfinished, so the save follows the signal within that many steps.
 
   Several processes (`jax.distributed` initialized): JAX's preemption sync
   manager has installed its own SIGTERM handler in every process, and no
