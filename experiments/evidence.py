@@ -17,10 +17,12 @@ Resuming. Every run has its own workdir under --out; a finished run (its
 summary.json) is never redone, an interrupted one resumes from its own
 checkpoint (saved at every dev evaluation). Results are also recorded in
 --results/evidence.json (committed), so a finished student run is not redone
-even if --out is lost; a lost teacher is retrained (its record must match).
+even if --out is lost; a lost teacher is retrained (its record must match,
+and a student record counts only beside the teacher it was distilled from).
 Speed. On CPU the driver adds `--xla_flags` (default: Eigen dots, YNNPACK
-off; 1.26x on the MRPC student step on an AVX2 CPU) to XLA_FLAGS before
-JAX starts; every record stores the XLA_FLAGS it ran with. Students read
+off, 1.26x on the MRPC student step on an AVX2 CPU; XLA's generated code
+held to AVX2) to XLA_FLAGS before JAX starts; every record stores the
+XLA_FLAGS it ran with. Students read
 the teacher's outputs from a per-task cache (evidence_plan: cost).
 
 Several worker processes (--workers, or several invocations) share the
@@ -63,6 +65,12 @@ DEFAULT_DATA_DIR = os.path.join(os.path.dirname(REPO), "shared", "data", "glue")
 # on a 2-core AVX2 CPU (benchmarks/RESULTS_AVX2.md). An environment setting,
 # not the recipe: each record stores its XLA_FLAGS.
 EIGEN_DOTS = "--xla_cpu_experimental_ynn_fusion_type="
+# XLA's own kernels held to AVX2 (a no-op on AVX2 CPUs): a machine that is
+# lost takes its teacher checkpoints with it, and a teacher retrained on an
+# AVX-512 machine should be the same model, or every recorded student of
+# its task is stale (the driver then stops; see `_same_teacher`).
+AVX2_CODEGEN = "--xla_cpu_max_isa=AVX2"
+DEFAULT_XLA_FLAGS = f"{EIGEN_DOTS} {AVX2_CODEGEN}"
 # Keys that name places (not the recipe hash) and the config of each run.
 _PLACE_KEYS = configs_lib.PLACE_KEYS
 run_config = configs_lib.run_config
@@ -114,11 +122,29 @@ def _done(run: plan_lib.Run, paths: Paths, records: dict) -> bool:
   rec = records.get(run.name)
   if run.kind != "student" or rec is None:
     return False
+  if not _same_teacher(rec, records.get(f"{run.task}/teacher")):
+    return False
   if "config" in rec:  # Keys added to the code later, at default, agree.
     return not runs.config_differences(
         rec["config"], runs.recipe(config, _PLACE_KEYS)
     )
   return rec["config_hash"] == runs.config_hash(config, _PLACE_KEYS)
+
+
+def _same_teacher(student: dict, teacher: dict | None) -> bool:
+  """A student record counts only beside the teacher it was distilled from.
+
+  Each student record keeps its teacher's dev score (`teacher_score`); a
+  teacher retrained after its checkpoint was lost may score differently
+  (other hardware, other floats), and the old students then belong to no
+  teacher.
+  """
+  score = student.get("teacher_score")
+  return (
+      teacher is not None
+      and score is not None
+      and abs(score - teacher["score"]) <= 1e-6
+  )
 
 
 def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
@@ -144,6 +170,7 @@ def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
     rec["speed"] = summary.get("speed")
     if teacher_rec is not None:
       rec["teacher_code"] = teacher_rec.get("code")
+      rec["teacher_score"] = teacher_rec["score"]
   return rec
 
 
@@ -280,7 +307,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   )
   p.add_argument(
       "--xla_flags",
-      default=EIGEN_DOTS,
+      default=DEFAULT_XLA_FLAGS,
       help="Added to XLA_FLAGS before JAX starts ('' = XLA's defaults).",
   )
   p.add_argument(

@@ -139,7 +139,7 @@ def test_smoke_plan_runs_reports_and_never_redoes_a_run(tmp_path, tiny_glue):
   assert stored["compute"]["runs_done"] == 5
   # The driver's default --xla_flags reached the runs (Eigen dots).
   assert stored["compute"]["xla_flags"] == [
-      " ".join([*processes.FAST_COMPILE, evidence.EIGEN_DOTS])
+      " ".join([*processes.FAST_COMPILE, evidence.DEFAULT_XLA_FLAGS])
   ]
   assert (res / "evidence.png").exists()
   assert "| codir | 2 |" in (res / "evidence.md").read_text()
@@ -166,6 +166,14 @@ def test_smoke_plan_runs_reports_and_never_redoes_a_run(tmp_path, tiny_glue):
       os.path.getmtime(out / "sst2" / "kd" / "seed0" / "summary.json") == stamp
   )
   assert not (out / "sst2" / "codir" / "seed1").exists()
+
+  # A record counts only beside its own teacher: once the teacher record
+  # changes (retrained elsewhere), the gone run is pending again.
+  records = stored["runs"]
+  student = next(r for r in plan if r.name == "sst2/codir/seed1")
+  assert evidence._done(student, paths, records)
+  records["sst2/teacher"]["score"] += 1e-3
+  assert not evidence._done(student, paths, records)
 
 
 def test_a_live_claim_blocks_and_a_dead_one_is_taken_over(tmp_path):
