@@ -217,7 +217,8 @@ def write_results(
   with open(
       os.path.join(paths.results, "evidence.md"), "w", encoding="utf-8"
   ) as f:
-    f.write(stats.markdown(results))
+    seeds = {r.seed for r in plan if r.kind == "student"}
+    f.write(stats.markdown(results, seeds_planned=len(seeds)))
   stats.plot(results, os.path.join(paths.results, "evidence.png"))
   return results
 

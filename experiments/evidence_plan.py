@@ -253,6 +253,7 @@ def summarize(
             "teacher": None,
             "variants": {},
             "paired_vs_kd": {},
+            "paired_vs_pkd": {},
         },
     )
     rec = records.get(run.name)
@@ -275,15 +276,16 @@ def summarize(
       v["seeds"].append(run.seed)
       v["scores"].append(rec["score"])
   for task in tasks.values():
-    kd = task["variants"].get("kd")
-    if kd is None:
-      continue
-    base = dict(zip(kd["seeds"], kd["scores"]))
-    for name, v in task["variants"].items():
-      if name != "kd":
-        task["paired_vs_kd"][name] = stats.paired(
-            dict(zip(v["seeds"], v["scores"])), base
-        )
+    for base_name in ("kd", "pkd"):
+      if base_name not in task["variants"]:
+        continue
+      bv = task["variants"][base_name]
+      base = dict(zip(bv["seeds"], bv["scores"]))
+      for name, v in task["variants"].items():
+        if name not in ("kd", base_name):  # pkd is kd's baseline, not ours.
+          task[f"paired_vs_{base_name}"][name] = stats.paired(
+              dict(zip(v["seeds"], v["scores"])), base
+          )
   done = list(records.values())
   wall_h = sum(r["wall_s"] for r in done) / 3600.0
   cores = os.cpu_count() or 1
@@ -298,5 +300,6 @@ def summarize(
           "cpu_hours": wall_h * cores,
           "cpu": runs.cpu_name(),
           "xla_flags": sorted({r.get("xla_flags", "unrecorded") for r in done}),
+          "code": sorted({r.get("code", "unrecorded") for r in done}),
       },
   }

@@ -74,46 +74,88 @@ def verdict(p: dict[str, Any]) -> str:
   return "within noise"
 
 
+def _diff_text(p: dict[str, Any] | None) -> str:
+  """'+0.0123 [-0.0040, +0.0286]' (no interval under 2 pairs; '' if none)."""
+  if p is None or p["mean_diff"] is None:
+    return ""
+  if p["ci95"] is None:
+    return f"{p['mean_diff']:+.4f}"
+  lo, hi = p["ci95"]
+  return f"{p['mean_diff']:+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+
 def task_table(task: dict[str, Any]) -> list[str]:
-  """Markdown rows: teacher, then each variant with its paired diff."""
+  """Markdown rows: teacher, then each variant with its paired diffs."""
   rows = [
-      "| model | seeds | score (mean ± std) | Δ vs kd (95% CI) | verdict |",
-      "|---|---|---|---|---|",
+      "| model | seeds | score (mean ± std) | Δ vs kd (95% CI) | verdict"
+      " | Δ vs pkd (95% CI) | verdict |",
+      "|---|---|---|---|---|---|---|",
   ]
   t = task.get("teacher")
   if t:
-    rows.append(f"| teacher | 1 | {t['score']:.4f} | | |")
+    rows.append(f"| teacher | 1 | {t['score']:.4f} | | | | |")
   else:
-    rows.append("| teacher | 0 | not finished yet | | |")
+    rows.append("| teacher | 0 | not finished yet | | | | |")
   for name, v in task["variants"].items():
     if not v["scores"]:
-      rows.append(f"| {name} | 0 | not run yet | | |")
+      rows.append(f"| {name} | 0 | not run yet | | | | |")
       continue
     mean, std = mean_std(v["scores"])
-    p = task["paired_vs_kd"].get(name)
-    if p is None or p["mean_diff"] is None:
-      diff, verd = "", ""
-    else:
-      ci = (
-          ""
-          if p["ci95"] is None
-          else f" [{p['ci95'][0]:+.4f}, {p['ci95'][1]:+.4f}]"
-      )
-      diff, verd = f"{p['mean_diff']:+.4f}{ci}", verdict(p)
+    cells = []
+    for base in ("kd", "pkd"):
+      p = task.get(f"paired_vs_{base}", {}).get(name)
+      has = p is not None and p["mean_diff"] is not None
+      cells += [_diff_text(p), verdict(p) if has else ""]
     rows.append(
-        f"| {name} | {len(v['scores'])} | {mean:.4f} ± {std:.4f} |"
-        f" {diff} | {verd} |"
+        f"| {name} | {len(v['scores'])} | {mean:.4f} ± {std:.4f} | "
+        + " | ".join(cells)
+        + " |"
     )
   return rows
 
 
-def markdown(results: dict[str, Any]) -> str:
+def answer(task: dict[str, Any], name: str, seeds_planned: int) -> str:
+  """One plain sentence: does variant `name` beat kd and pkd beyond noise?
+
+  Beyond noise = the paired 95% t interval excludes 0 (module docstring).
+  Marked provisional while a comparison has fewer pairs than planned.
+  """
+  ps = {b: task.get(f"paired_vs_{b}", {}).get(name) for b in ("kd", "pkd")}
+  if any(p is None or p["ci95"] is None for p in ps.values()):
+    return f"{name}: too few paired seeds for an answer yet."
+  n = min(p["n"] for p in ps.values())
+  better = [b for b, p in ps.items() if p["ci95"][0] > 0]
+  worse = [b for b, p in ps.items() if p["ci95"][1] < 0]
+  if len(better) == 2:
+    claim = "beats both kd and pkd beyond noise"
+  elif better:
+    other = "pkd" if better == ["kd"] else "kd"
+    claim = f"beats {better[0]} beyond noise but not {other}"
+  else:
+    claim = "beats neither kd nor pkd beyond noise"
+  if worse:
+    claim += f"; it is worse than {' and '.join(worse)} beyond noise"
+  diffs = ", ".join(f"Δ vs {b} {_diff_text(p)}" for b, p in ps.items())
+  prefix = (
+      ""
+      if n >= seeds_planned
+      else f"Provisional, {n} of {seeds_planned} seeds: "
+  )
+  return f"{prefix}{name} {claim} ({diffs}, {n} paired seeds)."
+
+
+def markdown(results: dict[str, Any], seeds_planned: int) -> str:
   """evidence.md: settings, one table per task, the CPU time spent."""
   lines = ["# Evidence: does CoDIR beat KD and PKD? (GLUE dev)", ""]
   lines += [f"- {line}" for line in results["settings_text"]]
   for name, task in results["tasks"].items():
     lines += ["", f"## {task['title']} ({task['score_name']})", ""]
     lines += task_table(task)
+    lines += [""] + [
+        f"- {answer(task, v, seeds_planned)}"
+        for v in ("codir", "codir_inbatch")
+        if v in task["variants"]
+    ]
     if task.get("teacher"):
       t = task["teacher"]
       lines += [
@@ -127,7 +169,8 @@ def markdown(results: dict[str, Any]) -> str:
       "",
       f"Compute: {c['runs_done']} runs, {c['wall_hours']:.2f} h of"
       f" run wall time on {c['cpu']} ({c['cores']} cores):"
-      f" {c['cpu_hours']:.2f} CPU-hours.",
+      f" {c['cpu_hours']:.2f} CPU-hours. Code: {', '.join(c.get('code', []))};"
+      f" XLA_FLAGS: {'; '.join(c['xla_flags'])}.",
       "",
   ]
   return "\n".join(lines)

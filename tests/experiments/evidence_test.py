@@ -39,6 +39,67 @@ def test_paired_uses_only_shared_seeds_and_needs_two():
   )
 
 
+def _records(scores: dict[str, list[float]]) -> dict:
+  """MRPC student records: variant -> one score per seed (teacher 0.84)."""
+  recs = {
+      "mrpc/teacher": {
+          "score": 0.84,
+          "best_dev": {"accuracy": 0.81, "score": 0.84},
+          "steps": 10,
+          "wall_s": 1.0,
+      }
+  }
+  for name, values in scores.items():
+    for seed, v in enumerate(values):
+      recs[f"mrpc/{name}/seed{seed}"] = {"score": v, "wall_s": 1.0}
+  return recs
+
+
+def test_codir_is_paired_with_kd_and_pkd_and_answered_in_one_sentence():
+  rng = np.random.default_rng(1)
+  kd = rng.uniform(0.74, 0.78, size=5)
+  scores = {
+      "kd": kd,
+      "pkd": kd + rng.normal(0.0, 0.002, size=5),
+      "codir": kd + 0.02 + rng.normal(0.0, 0.002, size=5),
+      "codir_inbatch": kd + rng.normal(0.0, 0.01, size=5),
+  }
+  plan = plan_lib.make_plan(("mrpc",), variants=tuple(scores))
+  res = plan_lib.summarize(_records(scores), plan, plan_lib.TASKS)
+  task = res["tasks"]["mrpc"]
+  # Independent reference: the paired differences by hand.
+  np.testing.assert_allclose(
+      task["paired_vs_pkd"]["codir"]["diffs"],
+      scores["codir"] - scores["pkd"],
+      atol=1e-12,
+  )
+  assert "pkd" in task["paired_vs_kd"] and "kd" not in task["paired_vs_pkd"]
+  assert "pkd" not in task["paired_vs_pkd"]
+  said = evidence_stats.answer(task, "codir", seeds_planned=5)
+  assert said.startswith("codir beats both kd and pkd beyond noise (")
+  assert "5 paired seeds" in said
+  assert evidence_stats.answer(task, "codir_inbatch", 5).startswith(
+      "codir_inbatch beats neither kd nor pkd beyond noise"
+  )
+  # Worse than pkd beyond noise, better than kd: both are said.
+  scores["pkd"] = scores["codir"] + 0.03 + rng.normal(0.0, 0.002, size=5)
+  task = plan_lib.summarize(_records(scores), plan, plan_lib.TASKS)["tasks"]
+  assert evidence_stats.answer(task["mrpc"], "codir", 5).startswith(
+      "codir beats kd beyond noise but not pkd; it is worse than pkd"
+  )
+  # Fewer seeds than planned: provisional; one seed: no answer.
+  two = {k: v[:2] for k, v in scores.items()}
+  task = plan_lib.summarize(_records(two), plan, plan_lib.TASKS)["tasks"]
+  assert evidence_stats.answer(task["mrpc"], "codir", 5).startswith(
+      "Provisional, 2 of 5 seeds: codir"
+  )
+  one = {k: v[:1] for k, v in scores.items()}
+  task = plan_lib.summarize(_records(one), plan, plan_lib.TASKS)["tasks"]
+  assert "too few" in evidence_stats.answer(task["mrpc"], "codir", 5)
+  md = evidence_stats.markdown(res, seeds_planned=5)
+  assert "- codir beats both kd and pkd" in md and "Δ vs pkd" in md
+
+
 def test_plan_has_every_run_once_in_seed_major_order():
   plan = plan_lib.make_plan(("mrpc", "stsb", "sst2"))
   names = [r.name for r in plan]
