@@ -206,6 +206,10 @@ def make_plan(
   return plan
 
 
+def _epochs(n: float) -> str:
+  return f"{n:g} epoch" + ("" if n == 1 else "s")
+
+
 def _schedule_text(tasks: dict[str, TaskSchedule]) -> list[str]:
   lines = []
   for name, s in tasks.items():
@@ -217,10 +221,10 @@ def _schedule_text(tasks: dict[str, TaskSchedule]) -> list[str]:
     lines.append(
         f"{tasks_lib.get_task(name).dir_name}: max_len {s.max_len}, batch"
         f" {s.batch_size}; teacher on all {s.train_size:,} examples, lr"
-        f" {s.teacher_lr:g}, at most {s.teacher_epochs:g} epochs, dev"
+        f" {s.teacher_lr:g}, at most {_epochs(s.teacher_epochs)}, dev"
         f" {s.teacher_evals_per_epoch}x per epoch, patience"
         f" {s.teacher_patience}; students on {subset}, lr {s.student_lr:g},"
-        f" at most {s.student_epochs:g} epochs, dev"
+        f" at most {_epochs(s.student_epochs)}, dev"
         f" {s.student_evals_per_epoch}x per epoch, patience"
         f" {s.student_patience} (evaluations without a better dev score)."
         " A run's score is its best dev score (its exported best/ model)."
@@ -298,7 +302,10 @@ def summarize(
           "wall_hours": wall_h,
           "cores": cores,
           "cpu_hours": wall_h * cores,
-          "cpu": runs.cpu_name(),
+          # Records made before runs stored their CPU count as this one.
+          "cpu": sorted(
+              {r.get("cpu", runs.cpu_name()) for r in done} or {runs.cpu_name()}
+          ),
           "xla_flags": sorted({r.get("xla_flags", "unrecorded") for r in done}),
           "code": sorted({r.get("code", "unrecorded") for r in done}),
       },
