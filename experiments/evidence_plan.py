@@ -12,6 +12,14 @@ for a 2-core CPU without a GPU (issue: about 8 CPU-hours per budget):
     every variant (evaluated every half epoch; the best is kept); SST-2
     students train on a fixed subset (the first 20,000 training examples,
     as the issue allows); dev is always the full set.
+  * what 1 epoch at lr 5e-5 leaves on the table (a pilot, MRPC kd seed 0,
+    dev score every half epoch over 3 epochs, 2026-12-02, not in the
+    table): at lr 5e-5 the score wanders (0.754, 0.743, 0.738, 0.765,
+    0.752, 0.755; the 1-epoch run's best is 0.757), so more epochs at this
+    lr buy nothing clear; at lr 2e-4 it climbs (0.740, 0.755, 0.763, 0.773,
+    0.772, 0.783) and was still rising. MRPC students here sit near the
+    majority-class score (accuracy 0.684, F1 0.812: 0.748), a budget regime,
+    not the paper's 10-epoch one; 3 epochs at 2e-4 would cost 3x.
   * cost: a student step is a teacher forward plus a 3-layer forward and
     backward. Students cache the teacher (offline KD, teacher.cache_outputs,
     codir_jax/train/teacher_cache.py): the teacher's logits and pooled

@@ -183,7 +183,11 @@ def plot(results: dict[str, Any], path: str) -> str:
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  tasks = [t for t in results["tasks"].values() if t["variants"]]
+  tasks = [  # Tasks with a finished student (none yet: empty axes).
+      t
+      for t in results["tasks"].values()
+      if any(v["scores"] for v in t["variants"].values())
+  ]
   fig, axes = plt.subplots(
       2,
       max(len(tasks), 1),
