@@ -208,7 +208,13 @@ def write_results(
     records: dict,
     plan: Sequence[plan_lib.Run],
 ) -> dict:
-  results = plan_lib.summarize(records, plan, paths.tasks or plan_lib.TASKS)
+  majority = {
+      t: plan_lib.majority_score(t, paths.data_dir)
+      for t in dict.fromkeys(r.task for r in plan)
+  }
+  results = plan_lib.summarize(
+      records, plan, paths.tasks or plan_lib.TASKS, majority
+  )
   os.makedirs(paths.results, exist_ok=True)
   out = os.path.join(paths.results, "evidence.json")
   tmp = out + f".tmp{os.getpid()}"

@@ -49,6 +49,8 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
+import numpy as np
+
 from codir_jax.data import tasks as tasks_lib
 from experiments import evidence_stats as stats
 from experiments import runs
@@ -247,12 +249,33 @@ def _schedule_text(tasks: dict[str, TaskSchedule]) -> list[str]:
   return lines
 
 
+def majority_score(task: str, data_dir: str) -> float | None:
+  """Dev score of always predicting the most frequent training label.
+
+  The floor a student must clear to have learned anything (MRPC: accuracy
+  0.684, F1 0.812). None for STS-B: a constant has no correlation.
+  """
+  if tasks_lib.get_task(task).is_regression:
+    return None
+  from codir_jax.data import glue, metrics  # pylint: disable=g-import-not-at-top
+
+  train = glue.load_split(task, "train", data_dir=data_dir)
+  dev = glue.load_split(task, "dev", data_dir=data_dir)
+  label = int(np.bincount(train.labels).argmax())
+  guess = np.full_like(dev.labels, label)
+  return float(metrics.glue_metrics(task, guess, dev.labels)["score"])
+
+
 def summarize(
     records: dict[str, Any],
     plan: Sequence[Run],
     tasks_sched: dict[str, TaskSchedule],
+    majority: dict[str, float | None] | None = None,
 ) -> dict[str, Any]:
-  """evidence.json's body (without 'runs') from the run records."""
+  """evidence.json's body (without 'runs') from the run records.
+
+  `majority`: task -> `majority_score` (stored as the task's floor).
+  """
   tasks: dict[str, Any] = {}
   for run in plan:
     spec = tasks_lib.get_task(run.task)
@@ -263,6 +286,7 @@ def summarize(
             "score_name": " / ".join(spec.metric_names)
             + (" mean" if len(spec.metric_names) > 1 else ""),
             "teacher": None,
+            "majority_score": (majority or {}).get(run.task),
             "variants": {},
             "paired_vs_kd": {},
             "paired_vs_pkd": {},

@@ -96,6 +96,8 @@ def task_table(task: dict[str, Any]) -> list[str]:
     rows.append(f"| teacher | 1 | {t['score']:.4f} | | | | |")
   else:
     rows.append("| teacher | 0 | not finished yet | | | | |")
+  if task.get("majority_score") is not None:
+    rows.append(f"| majority class | | {task['majority_score']:.4f} | | | | |")
   for name, v in task["variants"].items():
     if not v["scores"]:
       rows.append(f"| {name} | 0 | not run yet | | | | |")
@@ -206,6 +208,11 @@ def plot(results: dict[str, Any], path: str) -> str:
       top.axhline(
           task["teacher"]["score"], color="gray", ls="--", label="teacher"
       )
+    if task.get("majority_score") is not None:
+      top.axhline(
+          task["majority_score"], color="gray", ls=":", label="majority class"
+      )
+    if task.get("teacher") or task.get("majority_score") is not None:
       top.legend(loc="lower right", fontsize=8)
     top.set_xticks(range(len(names)))
     top.set_xticklabels(names, rotation=25, fontsize=8)

@@ -205,6 +205,20 @@ def test_smoke_plan_runs_reports_and_never_redoes_a_run(tmp_path, tiny_glue):
   assert (res / "evidence.png").exists()
   assert "| codir | 2 |" in (res / "evidence.md").read_text()
 
+  # The majority-class floor, from the TSVs by hand (header, then
+  # sentence<TAB>label).
+  def labels(split):
+    path = os.path.join(data, "SST-2", f"{split}.tsv")
+    with open(path, encoding="utf-8") as f:
+      rows = f.read().splitlines()[1:]
+    return np.array([int(r.split("\t")[-1]) for r in rows])
+
+  guess = np.bincount(labels("train")).argmax()
+  assert task["majority_score"] == pytest.approx(
+      float(np.mean(labels("dev") == guess)), abs=1e-12
+  )
+  assert "| majority class |" in (res / "evidence.md").read_text()
+
   # Nothing is redone: not with the run dirs, not with one student's run
   # dir gone (its record stands), and its summary stays untouched.
   stamp = os.path.getmtime(out / "sst2" / "kd" / "seed0" / "summary.json")
