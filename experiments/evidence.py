@@ -22,8 +22,8 @@ and a student record counts only beside the teacher it was distilled from).
 Speed. On CPU the driver adds `--xla_flags` (default: Eigen dots, YNNPACK
 off, 1.26x on the MRPC student step on an AVX2 CPU; XLA's generated code
 held to AVX2) to XLA_FLAGS before JAX starts; every record stores the
-XLA_FLAGS it ran with. Students read
-the teacher's outputs from a per-task cache (evidence_plan: cost).
+XLA_FLAGS it ran with. Students read the teacher's outputs from a per-task
+cache (evidence_plan: cost).
 
 Several worker processes (--workers, or several invocations) share the
 runs through claim files in <out>/.claims/ (a dead worker's claim is
@@ -68,7 +68,7 @@ EIGEN_DOTS = "--xla_cpu_experimental_ynn_fusion_type="
 # XLA's own kernels held to AVX2 (a no-op on AVX2 CPUs): a machine that is
 # lost takes its teacher checkpoints with it, and a teacher retrained on an
 # AVX-512 machine should be the same model, or every recorded student of
-# its task is stale (the driver then stops; see `_same_teacher`).
+# its task is stale (`execute` then stops the driver).
 AVX2_CODEGEN = "--xla_cpu_max_isa=AVX2"
 DEFAULT_XLA_FLAGS = f"{EIGEN_DOTS} {AVX2_CODEGEN}"
 # Keys that name places (not the recipe hash) and the config of each run.
@@ -131,6 +131,11 @@ def _done(run: plan_lib.Run, paths: Paths, records: dict) -> bool:
   return rec["config_hash"] == runs.config_hash(config, _PLACE_KEYS)
 
 
+def _same_score(a: float, b: float) -> bool:
+  """Two dev scores of one teacher (floats through JSON) agree."""
+  return abs(a - b) <= 1e-6
+
+
 def _same_teacher(student: dict, teacher: dict | None) -> bool:
   """A student record counts only beside the teacher it was distilled from.
 
@@ -143,7 +148,7 @@ def _same_teacher(student: dict, teacher: dict | None) -> bool:
   return (
       teacher is not None
       and score is not None
-      and abs(score - teacher["score"]) <= 1e-6
+      and _same_score(score, teacher["score"])
   )
 
 
@@ -187,14 +192,8 @@ def execute(run: plan_lib.Run, paths: Paths, records: dict) -> dict:
     runs.check_teacher_reload(want, summary, workdir)
   if run.kind == "teacher":
     old = records.get(run.name)
-    if (
-        old is not None
-        and abs(
-            old["score"]
-            - float((summary.get("best_dev") or summary["dev"])["score"])
-        )
-        > 1e-6
-    ):
+    new = float((summary.get("best_dev") or summary["dev"])["score"])
+    if old is not None and not _same_score(old["score"], new):
       raise RuntimeError(
           f"{run.name}: the retrained teacher scores differently from the"
           f" recorded one ({old['score']}); students recorded with the old"

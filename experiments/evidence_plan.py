@@ -46,6 +46,7 @@ for a 2-core CPU without a GPU (issue: about 8 CPU-hours per budget):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Sequence
 
@@ -249,6 +250,7 @@ def _schedule_text(tasks: dict[str, TaskSchedule]) -> list[str]:
   return lines
 
 
+@functools.lru_cache(maxsize=None)  # Re-read after every run otherwise.
 def majority_score(task: str, data_dir: str) -> float | None:
   """Dev score of always predicting the most frequent training label.
 
@@ -288,8 +290,7 @@ def summarize(
             "teacher": None,
             "majority_score": (majority or {}).get(run.task),
             "variants": {},
-            "paired_vs_kd": {},
-            "paired_vs_pkd": {},
+            **{f"paired_vs_{b}": {} for b in stats.BASELINES},
         },
     )
     rec = records.get(run.name)
@@ -312,7 +313,7 @@ def summarize(
       v["seeds"].append(run.seed)
       v["scores"].append(rec["score"])
   for task in tasks.values():
-    for base_name in ("kd", "pkd"):
+    for base_name in stats.BASELINES:
       if base_name not in task["variants"]:
         continue
       bv = task["variants"][base_name]
@@ -323,6 +324,7 @@ def summarize(
               dict(zip(v["seeds"], v["scores"])), base
           )
   done = list(records.values())
+  here = runs.cpu_name()
   wall_h = sum(r["wall_s"] for r in done) / 3600.0
   cores = os.cpu_count() or 1
   return {
@@ -335,9 +337,7 @@ def summarize(
           "cores": cores,
           "cpu_hours": wall_h * cores,
           # Records made before runs stored their CPU count as this one.
-          "cpu": sorted(
-              {r.get("cpu", runs.cpu_name()) for r in done} or {runs.cpu_name()}
-          ),
+          "cpu": sorted({r.get("cpu", here) for r in done} or {here}),
           "xla_flags": sorted({r.get("xla_flags", "unrecorded") for r in done}),
           "code": sorted({r.get("code", "unrecorded") for r in done}),
       },

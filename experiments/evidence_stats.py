@@ -20,6 +20,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+# The baselines every other variant is paired with (`paired_vs_<name>`).
+BASELINES = ("kd", "pkd")
+
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
   """Mean and sample standard deviation (ddof=1; 0 for one value)."""
@@ -104,7 +107,7 @@ def task_table(task: dict[str, Any]) -> list[str]:
       continue
     mean, std = mean_std(v["scores"])
     cells = []
-    for base in ("kd", "pkd"):
+    for base in BASELINES:
       p = task.get(f"paired_vs_{base}", {}).get(name)
       has = p is not None and p["mean_diff"] is not None
       cells += [_diff_text(p), verdict(p) if has else ""]
@@ -122,7 +125,7 @@ def answer(task: dict[str, Any], name: str, seeds_planned: int) -> str:
   Beyond noise = the paired 95% t interval excludes 0 (module docstring).
   Marked provisional while a comparison has fewer pairs than planned.
   """
-  ps = {b: task.get(f"paired_vs_{b}", {}).get(name) for b in ("kd", "pkd")}
+  ps = {b: task.get(f"paired_vs_{b}", {}).get(name) for b in BASELINES}
   if any(p is None or p["ci95"] is None for p in ps.values()):
     return f"{name}: too few paired seeds for an answer yet."
   n = min(p["n"] for p in ps.values())
