@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
@@ -256,10 +257,22 @@ def work(
       rec = execute(run, paths, records)
     finally:
       runs.release(paths.out, run.name)
-    records = _load_records(paths)
-    records[run.name] = rec
-    write_results(paths, records, plan)
+    add_record(paths, run.name, rec, plan)
     done_here += 1
+
+
+def add_record(
+    paths: Paths, name: str, rec: dict, plan: Sequence[plan_lib.Run]
+) -> None:
+  """Adds a record to evidence.json, locked: workers finish runs at about
+  the same time, and an unlocked later write could drop an earlier record."""
+  lock = os.path.join(paths.out, ".claims", "results.lock")
+  os.makedirs(os.path.dirname(lock), exist_ok=True)
+  with open(lock, "a", encoding="utf-8") as f:
+    fcntl.flock(f, fcntl.LOCK_EX)  # Released when the file closes.
+    records = _load_records(paths)
+    records[name] = rec
+    write_results(paths, records, plan)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -345,11 +358,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return write_results(paths, _load_records(paths), plan)
   for task in a.tasks:
     tasks_lib.get_task(task)
-  cache = (
-      os.path.join(paths.out, "jax_cache")
-      if a.jax_cache is None
-      else (a.jax_cache)
-  )
+  cache = a.jax_cache
+  if cache is None:
+    cache = os.path.join(paths.out, "jax_cache")
   if a.workers > 1:
     child = [
         sys.executable,

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -274,3 +275,32 @@ def test_keys_added_later_at_their_default_do_not_change_the_recipe():
       "log.eval_patience",
       "optim.lr",
   ]
+
+
+def test_workers_finishing_together_keep_both_records(tmp_path, monkeypatch):
+  """Two workers add records at once: the lock keeps both (unlocked, each
+  reads the old records during the other's slow write and one is lost)."""
+  import threading  # pylint: disable=g-import-not-at-top
+
+  paths = evidence.Paths(
+      out=str(tmp_path / "runs"), results=str(tmp_path), data_dir=""
+  )
+  (tmp_path / "evidence.json").write_text(json.dumps({"runs": {"a": 0}}))
+
+  def slow_write(paths, records, plan):
+    del plan
+    time.sleep(0.3)  # The other worker reads the records meanwhile.
+    with open(os.path.join(paths.results, "evidence.json"), "w") as f:
+      json.dump({"runs": records}, f)
+
+  monkeypatch.setattr(evidence, "write_results", slow_write)
+  workers = [
+      threading.Thread(target=evidence.add_record, args=(paths, n, 1, []))
+      for n in ("b", "c")
+  ]
+  for w in workers:
+    w.start()
+  for w in workers:
+    w.join()
+  stored = json.loads((tmp_path / "evidence.json").read_text())
+  assert stored["runs"] == {"a": 0, "b": 1, "c": 1}
