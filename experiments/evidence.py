@@ -168,6 +168,7 @@ def _record(run: plan_lib.Run, summary: dict, config, teacher_rec) -> dict:
       "train_wall_s": float(summary["train_wall_s"]),
       "xla_flags": os.environ.get("XLA_FLAGS", ""),
       "cpu": runs.cpu_name(),
+      "cores": runs.cores(),
       "config_hash": runs.config_hash(config, _PLACE_KEYS),
       "config": runs.recipe(config, _PLACE_KEYS),
       "code": runs.code_version(REPO),

@@ -326,7 +326,9 @@ def summarize(
   done = list(records.values())
   here = runs.cpu_name()
   wall_h = sum(r["wall_s"] for r in done) / 3600.0
-  cores = os.cpu_count() or 1
+  # Records made before runs stored their cores ran on all of them.
+  machine = os.cpu_count() or 1
+  cores = [r.get("cores", machine) for r in done]
   return {
       "settings_text": _schedule_text(tasks_sched),
       "schedule": {k: dataclasses.asdict(v) for k, v in tasks_sched.items()},
@@ -334,8 +336,9 @@ def summarize(
       "compute": {
           "runs_done": len(done),
           "wall_hours": wall_h,
-          "cores": cores,
-          "cpu_hours": wall_h * cores,
+          "cores": sorted(set(cores)) or [machine],
+          "cpu_hours": sum(r["wall_s"] * n for r, n in zip(done, cores))
+          / 3600.0,
           # Records made before runs stored their CPU count as this one.
           "cpu": sorted({r.get("cpu", here) for r in done} or {here}),
           "xla_flags": sorted({r.get("xla_flags", "unrecorded") for r in done}),

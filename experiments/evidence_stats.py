@@ -173,7 +173,8 @@ def markdown(results: dict[str, Any], seeds_planned: int) -> str:
   lines += [
       "",
       f"Compute: {c['runs_done']} runs, {c['wall_hours']:.2f} h of"
-      f" run wall time on {' + '.join(c['cpu'])} ({c['cores']} cores):"
+      f" run wall time on {' + '.join(c['cpu'])}"
+      f" ({' or '.join(map(str, c['cores']))} cores a run):"
       f" {c['cpu_hours']:.2f} CPU-hours. Code: {', '.join(c.get('code', []))};"
       f" XLA_FLAGS: {'; '.join(c['xla_flags'])}.",
       "",

@@ -182,6 +182,11 @@ def compilation_cache(path: str) -> Iterator[None]:
     cc.reset_cache()
 
 
+def cores() -> int:
+  """CPUs this process may run on (its affinity: taskset, cgroups)."""
+  return len(os.sched_getaffinity(0))
+
+
 def cpu_name() -> str:
   """CPU model and ISA (AVX-512 or AVX2), for the compute line."""
   model, flags = "", ""

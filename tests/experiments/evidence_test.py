@@ -101,6 +101,26 @@ def test_codir_is_paired_with_kd_and_pkd_and_answered_in_one_sentence():
   assert "- codir beats both kd and pkd" in md and "Δ vs pkd" in md
 
 
+def test_cpu_hours_count_each_runs_own_cores():
+  recs = _records({"kd": [0.7, 0.71]})
+  recs["mrpc/kd/seed0"].update(wall_s=3600.0, cores=1)  # Pinned to 1 core.
+  recs["mrpc/kd/seed1"].update(wall_s=1800.0, cores=2)
+  recs["mrpc/teacher"]["wall_s"] = 0.0  # Only the students count here ...
+  plan = plan_lib.make_plan(("mrpc",), variants=("kd",))
+  c = plan_lib.summarize(recs, plan, plan_lib.TASKS)["compute"]
+  assert c["cpu_hours"] == pytest.approx(1.0 + 1.0)
+  assert c["wall_hours"] == pytest.approx(1.5) and c["cores"] == [1, 2]
+  # ... and a record without cores (made before they were stored) ran on
+  # every core of this machine.
+  del recs["mrpc/kd/seed0"]["cores"]
+  c = plan_lib.summarize(recs, plan, plan_lib.TASKS)["compute"]
+  assert c["cpu_hours"] == pytest.approx(1.0 * os.cpu_count() + 1.0)
+  md = evidence_stats.markdown(
+      plan_lib.summarize(recs, plan, plan_lib.TASKS), seeds_planned=5
+  )
+  assert f"({' or '.join(map(str, c['cores']))} cores a run)" in md
+
+
 def test_plan_has_every_run_once_in_seed_major_order():
   plan = plan_lib.make_plan(("mrpc", "stsb", "sst2"))
   names = [r.name for r in plan]
