@@ -25,15 +25,13 @@ held to AVX2) to XLA_FLAGS before JAX starts; every record stores the
 XLA_FLAGS it ran with. Students read the teacher's outputs from a per-task
 cache (evidence_plan: cost).
 
-Several worker processes (--workers, or several invocations) share the
-runs through claim files in <out>/.claims/ (a dead worker's claim is
-taken over). Runs go seed-major (seed 0 of every variant, then seed 1, ...)
-so partial results are always paired.
-
-Writes <results>/evidence.json, evidence.md and evidence.png after every
-finished run. The schedule is `evidence_plan.TASKS` (its docstring says
-why); every value is stored in evidence.json. `--smoke` runs the same plan
-shape on a tiny task (tests; pass --teacher and --data_dir).
+Worker processes (--workers, or several invocations) share the runs by
+claim files in <out>/.claims/ (a dead worker's claim is taken over). Runs
+go seed-major (seed 0 of every variant, then seed 1, ...): partial results
+are paired. After every run: <results>/evidence.json, .md and .png.
+The schedule is `evidence_plan.TASKS` (its docstring says why); every value
+is stored in evidence.json. `--smoke` runs the same plan shape on a tiny
+task (tests; pass --teacher and --data_dir).
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import fcntl
+import functools
 import json
 import os
 import subprocess
@@ -214,7 +213,11 @@ def write_results(
       for t in dict.fromkeys(r.task for r in plan)
   }
   results = plan_lib.summarize(
-      records, plan, paths.tasks or plan_lib.TASKS, majority
+      records,
+      plan,
+      paths.tasks or plan_lib.TASKS,
+      majority,
+      source_of=functools.partial(runs.source_tree, REPO),
   )
   os.makedirs(paths.results, exist_ok=True)
   out = os.path.join(paths.results, "evidence.json")
@@ -359,9 +362,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return write_results(paths, _load_records(paths), plan)
   for task in a.tasks:
     tasks_lib.get_task(task)
-  cache = a.jax_cache
-  if cache is None:
-    cache = os.path.join(paths.out, "jax_cache")
+  cache = a.jax_cache or os.path.join(paths.out, "jax_cache")
   if a.workers > 1:
     child = [
         sys.executable,

@@ -45,10 +45,11 @@ for a 2-core CPU without a GPU (issue: about 8 CPU-hours per budget):
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -273,10 +274,14 @@ def summarize(
     plan: Sequence[Run],
     tasks_sched: dict[str, TaskSchedule],
     majority: dict[str, float | None] | None = None,
+    source_of: Callable[[str], str] | None = None,
 ) -> dict[str, Any]:
   """evidence.json's body (without 'runs') from the run records.
 
   `majority`: task -> `majority_score` (stored as the task's floor).
+  `source_of`: a record's code version -> the version of the model and
+  training code it ran (`runs.source_tree`); counted per version in
+  compute["source"] when given.
   """
   tasks: dict[str, Any] = {}
   for run in plan:
@@ -343,5 +348,16 @@ def summarize(
           "cpu": sorted({r.get("cpu", here) for r in done} or {here}),
           "xla_flags": sorted({r.get("xla_flags", "unrecorded") for r in done}),
           "code": sorted({r.get("code", "unrecorded") for r in done}),
+          **(
+              {}
+              if source_of is None
+              else {
+                  "source": dict(
+                      collections.Counter(
+                          source_of(r.get("code", "unrecorded")) for r in done
+                      ).most_common()
+                  )
+              }
+          ),
       },
   }

@@ -177,8 +177,20 @@ def markdown(results: dict[str, Any], seeds_planned: int) -> str:
       f" ({' or '.join(map(str, c['cores']))} cores a run):"
       f" {c['cpu_hours']:.2f} CPU-hours. Code: {', '.join(c.get('code', []))};"
       f" XLA_FLAGS: {'; '.join(c['xla_flags'])}.",
-      "",
   ]
+  if c.get("source"):
+    versions = ", ".join(f"{t} ({n} runs)" for t, n in c["source"].items())
+    lines += [
+        "",
+        "Model and training code (git trees of codir_jax/ + configs/ at"
+        f" each run's commit): {versions}"
+        + (
+            "; one version for every run."
+            if len(c["source"]) == 1 and "unknown" not in c["source"]
+            else "."
+        ),
+    ]
+  lines += [""]
   return "\n".join(lines)
 
 

@@ -252,6 +252,29 @@ def code_version(repo: str) -> str:
   return head + ("-dirty" if dirty else "")
 
 
+@functools.lru_cache(maxsize=None)
+def source_tree(repo: str, code: str) -> str:
+  """Git tree ids of codir_jax/ and configs/ at commit `code` ('a+b').
+
+  Runs recorded at different commits of the repository used the same model
+  and training code exactly when these agree. 'unknown' for a dirty or
+  unrecorded version, or where git cannot answer.
+  """
+  if not code or code.endswith("-dirty") or code in ("unknown", "unrecorded"):
+    return "unknown"
+  try:
+    out = subprocess.run(
+        ["git", "rev-parse", f"{code}:codir_jax", f"{code}:configs"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+  except (OSError, subprocess.CalledProcessError):
+    return "unknown"
+  return "+".join(tree[:12] for tree in out)
+
+
 def claim(out: str, name: str) -> bool:
   """Atomically claims run `name` for this process (takes over dead ones)."""
   path = os.path.join(out, ".claims", name.replace("/", "__"))

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -119,6 +120,64 @@ def test_cpu_hours_count_each_runs_own_cores():
       plan_lib.summarize(recs, plan, plan_lib.TASKS), seeds_planned=5
   )
   assert f"({' or '.join(map(str, c['cores']))} cores a run)" in md
+
+
+def _git(repo, *args):
+  env = {
+      **os.environ,
+      "GIT_AUTHOR_NAME": "t",
+      "GIT_AUTHOR_EMAIL": "t@t",
+      "GIT_COMMITTER_NAME": "t",
+      "GIT_COMMITTER_EMAIL": "t@t",
+  }
+  return subprocess.run(
+      ["git", *args],
+      cwd=repo,
+      env=env,
+      check=True,
+      capture_output=True,
+      text=True,
+  ).stdout.strip()
+
+
+def test_runs_are_grouped_by_the_model_code_they_ran(tmp_path):
+  repo = str(tmp_path)
+  _git(repo, "init", "-q")
+  for d, text in (("codir_jax", "a = 1"), ("configs", "c = 1"), ("x", "")):
+    os.makedirs(os.path.join(repo, d))
+    with open(os.path.join(repo, d, "m.py"), "w") as f:
+      f.write(text)
+  commits = []
+
+  def commit(path, text):
+    with open(os.path.join(repo, path), "w") as f:
+      f.write(text)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-qm", path)
+    commits.append(_git(repo, "rev-parse", "--short=12", "HEAD"))
+
+  commit("x/m.py", "driver v1")
+  commit("x/m.py", "driver v2")  # Outside codir_jax/ and configs/.
+  commit("codir_jax/m.py", "a = 2")
+  trees = [runs.source_tree(repo, c) for c in commits]
+  assert trees[0] == trees[1] != trees[2]
+  assert trees[0].count("+") == 1 and "unknown" not in trees
+  assert runs.source_tree(repo, commits[0] + "-dirty") == "unknown"
+  assert runs.source_tree(repo, "0" * 12) == "unknown"
+
+  recs = _records({"kd": [0.7, 0.71]})
+  for rec, c in zip(recs.values(), commits):
+    rec["code"] = c
+  plan = plan_lib.make_plan(("mrpc",), variants=("kd",))
+  src = lambda code: runs.source_tree(repo, code)
+  res = plan_lib.summarize(recs, plan, plan_lib.TASKS, source_of=src)
+  assert res["compute"]["source"] == {trees[0]: 2, trees[2]: 1}
+  md = evidence_stats.markdown(res, seeds_planned=5)
+  assert f"{trees[0]} (2 runs), {trees[2]} (1 runs)." in md
+  for rec in recs.values():
+    rec["code"] = commits[1]
+  res = plan_lib.summarize(recs, plan, plan_lib.TASKS, source_of=src)
+  assert "one version for every run" in evidence_stats.markdown(res, 5)
 
 
 def test_plan_has_every_run_once_in_seed_major_order():
