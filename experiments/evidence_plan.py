@@ -334,30 +334,22 @@ def summarize(
   # Records made before runs stored their cores ran on all of them.
   machine = os.cpu_count() or 1
   cores = [r.get("cores", machine) for r in done]
+  compute = {
+      "runs_done": len(done),
+      "wall_hours": wall_h,
+      "cores": sorted(set(cores)) or [machine],
+      "cpu_hours": sum(r["wall_s"] * n for r, n in zip(done, cores)) / 3600.0,
+      # Records made before runs stored their CPU count as this one.
+      "cpu": sorted({r.get("cpu", here) for r in done} or {here}),
+      "xla_flags": sorted({r.get("xla_flags", "unrecorded") for r in done}),
+      "code": sorted({r.get("code", "unrecorded") for r in done}),
+  }
+  if source_of is not None:
+    versions = (source_of(r.get("code", "unrecorded")) for r in done)
+    compute["source"] = dict(collections.Counter(versions).most_common())
   return {
       "settings_text": _schedule_text(tasks_sched),
       "schedule": {k: dataclasses.asdict(v) for k, v in tasks_sched.items()},
       "tasks": tasks,
-      "compute": {
-          "runs_done": len(done),
-          "wall_hours": wall_h,
-          "cores": sorted(set(cores)) or [machine],
-          "cpu_hours": sum(r["wall_s"] * n for r, n in zip(done, cores))
-          / 3600.0,
-          # Records made before runs stored their CPU count as this one.
-          "cpu": sorted({r.get("cpu", here) for r in done} or {here}),
-          "xla_flags": sorted({r.get("xla_flags", "unrecorded") for r in done}),
-          "code": sorted({r.get("code", "unrecorded") for r in done}),
-          **(
-              {}
-              if source_of is None
-              else {
-                  "source": dict(
-                      collections.Counter(
-                          source_of(r.get("code", "unrecorded")) for r in done
-                      ).most_common()
-                  )
-              }
-          ),
-      },
+      "compute": compute,
   }

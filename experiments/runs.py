@@ -225,6 +225,17 @@ def config_hash(
   return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+# The model and training code: what a run's result depends on.
+MODEL_CODE = ("codir_jax", "configs")
+
+
+def _git(repo: str, *args: str) -> str:
+  """stdout of `git args` in `repo`; raises OSError/CalledProcessError."""
+  return subprocess.run(
+      ["git", *args], cwd=repo, capture_output=True, text=True, check=True
+  ).stdout.strip()
+
+
 @functools.lru_cache(maxsize=None)
 def code_version(repo: str) -> str:
   """HEAD's commit, '-dirty' when codir_jax/ or configs/ differ from it.
@@ -233,20 +244,8 @@ def code_version(repo: str) -> str:
   code it imported, not a later checkout.
   """
   try:
-    head = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--", "codir_jax", "configs"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    head = _git(repo, "rev-parse", "--short=12", "HEAD")
+    dirty = _git(repo, "status", "--porcelain", "--", *MODEL_CODE)
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
   return head + ("-dirty" if dirty else "")
@@ -263,16 +262,10 @@ def source_tree(repo: str, code: str) -> str:
   if not code or code.endswith("-dirty") or code in ("unknown", "unrecorded"):
     return "unknown"
   try:
-    out = subprocess.run(
-        ["git", "rev-parse", f"{code}:codir_jax", f"{code}:configs"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    out = _git(repo, "rev-parse", *(f"{code}:{d}" for d in MODEL_CODE))
   except (OSError, subprocess.CalledProcessError):
     return "unknown"
-  return "+".join(tree[:12] for tree in out)
+  return "+".join(tree[:12] for tree in out.split())
 
 
 def claim(out: str, name: str) -> bool:

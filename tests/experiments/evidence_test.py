@@ -1,9 +1,9 @@
 """experiments/evidence.py: the plan, the configs, the statistics, resume."""
 
+import functools
 import json
 import os
 import shutil
-import subprocess
 import time
 
 import numpy as np
@@ -122,27 +122,10 @@ def test_cpu_hours_count_each_runs_own_cores():
   assert f"({' or '.join(map(str, c['cores']))} cores a run)" in md
 
 
-def _git(repo, *args):
-  env = {
-      **os.environ,
-      "GIT_AUTHOR_NAME": "t",
-      "GIT_AUTHOR_EMAIL": "t@t",
-      "GIT_COMMITTER_NAME": "t",
-      "GIT_COMMITTER_EMAIL": "t@t",
-  }
-  return subprocess.run(
-      ["git", *args],
-      cwd=repo,
-      env=env,
-      check=True,
-      capture_output=True,
-      text=True,
-  ).stdout.strip()
-
-
 def test_runs_are_grouped_by_the_model_code_they_ran(tmp_path):
   repo = str(tmp_path)
-  _git(repo, "init", "-q")
+  git = functools.partial(runs._git, repo)  # pylint: disable=protected-access
+  git("init", "-q")
   for d, text in (("codir_jax", "a = 1"), ("configs", "c = 1"), ("x", "")):
     os.makedirs(os.path.join(repo, d))
     with open(os.path.join(repo, d, "m.py"), "w") as f:
@@ -152,9 +135,9 @@ def test_runs_are_grouped_by_the_model_code_they_ran(tmp_path):
   def commit(path, text):
     with open(os.path.join(repo, path), "w") as f:
       f.write(text)
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", path)
-    commits.append(_git(repo, "rev-parse", "--short=12", "HEAD"))
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", path)
+    commits.append(git("rev-parse", "--short=12", "HEAD"))
 
   commit("x/m.py", "driver v1")
   commit("x/m.py", "driver v2")  # Outside codir_jax/ and configs/.
